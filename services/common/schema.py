@@ -1,0 +1,85 @@
+"""A customer database's schema as querylift sees it: tables, columns, keys and a few sample values.
+
+Stored as JSON in ``schema_versions``; its content hash identifies the version, so a changed database yields a
+new version and examples that reference dropped names can be marked stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Dialect = Literal["sqlite", "postgres", "mysql"]
+
+#: sqlglot's name for each dialect querylift supports.
+SQLGLOT_DIALECT: dict[str, str] = {"sqlite": "sqlite", "postgres": "postgres", "mysql": "mysql"}
+
+
+@dataclass
+class Column:
+    name: str
+    type: str
+    primary_key: bool = False
+    nullable: bool = True
+    samples: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class ForeignKey:
+    column: str
+    ref_table: str
+    ref_column: str
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    row_count: int | None = None
+
+    def column(self, name: str) -> Column | None:
+        lowered = name.lower()
+        return next((c for c in self.columns if c.name.lower() == lowered), None)
+
+
+@dataclass
+class SchemaInfo:
+    dialect: Dialect
+    tables: list[Table]
+
+    def table(self, name: str) -> Table | None:
+        lowered = name.lower()
+        return next((t for t in self.tables if t.name.lower() == lowered), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SchemaInfo:
+        tables = [
+            Table(
+                name=t["name"],
+                columns=[Column(**c) for c in t["columns"]],
+                foreign_keys=[ForeignKey(**fk) for fk in t.get("foreign_keys", [])],
+                row_count=t.get("row_count"),
+            )
+            for t in data["tables"]
+        ]
+        return cls(dialect=data["dialect"], tables=tables)
+
+    def structure_hash(self) -> str:
+        """Hash of names, types and keys only: sample values changing is not a new schema version."""
+        shape = [
+            [t.name, [[c.name, c.type, c.primary_key] for c in t.columns], [asdict(fk) for fk in t.foreign_keys]]
+            for t in sorted(self.tables, key=lambda t: t.name.lower())
+        ]
+        return hashlib.sha256(json.dumps([self.dialect, shape], sort_keys=True).encode()).hexdigest()[:16]
+
+    def names(self) -> tuple[set[str], set[tuple[str, str]]]:
+        """Lower-cased table names and (table, column) pairs, for reference checks."""
+        tables = {t.name.lower() for t in self.tables}
+        columns = {(t.name.lower(), c.name.lower()) for t in self.tables for c in t.columns}
+        return tables, columns

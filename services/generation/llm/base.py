@@ -1,0 +1,48 @@
+"""The one small interface every model backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
+
+
+class ChatMessage(TypedDict):
+    role: str  # system, user, assistant
+    content: str
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A per-project LoRA adapter to apply on top of the base model for one request."""
+
+    project_id: str
+    version: int
+    path: str
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    seconds: float
+    adapter_version: int | None = None
+
+
+class ModelUnavailable(Exception):
+    """The model could not be reached or loaded after the configured retries."""
+
+
+class LLM(Protocol):
+    name: str
+
+    async def complete(
+        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+    ) -> Completion:
+        """Deterministic (greedy) completion of a chat; raises ModelUnavailable."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def close(self) -> None: ...
