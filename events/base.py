@@ -52,7 +52,8 @@ class Event(BaseModel):
     )
     occurred_at: datetime = Field(default_factory=utcnow, description="When the event happened (UTC).")
     correlation_id: uuid.UUID | None = Field(
-        None, description="Id of the chat.question this event descends from, for tracing one question end to end."
+        None,
+        description="Id of the chat.question this event descends from, for tracing one question end to end.",
     )
 
     def key(self) -> bytes:

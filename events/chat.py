@@ -18,8 +18,15 @@ class ChatQuestion(Event):
 
     topic: ClassVar[str] = "chat.question"
     type: Literal["chat.question"] = "chat.question"
-    conversation_id: str = Field(..., min_length=1, max_length=128, description="Chat thread; follow-ups resolve against its earlier turns.")
-    user_id: str = Field(..., min_length=1, max_length=128, description="Who asked (opaque id from the upstream product).")
+    conversation_id: str = Field(
+        ...,
+        min_length=1,
+        max_length=128,
+        description="Chat thread; follow-ups resolve against its earlier turns.",
+    )
+    user_id: str = Field(
+        ..., min_length=1, max_length=128, description="Who asked (opaque id from the upstream product)."
+    )
     question: str = Field(..., min_length=1, max_length=4000, description="The question in natural language.")
 
 
@@ -47,7 +54,9 @@ class UsedExample(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     example_id: str = Field(..., description="Id of the project example or library example.")
-    source: Literal["project", "library"] = Field(..., description="project: verified from this project; library: domain few-shot library.")
+    source: Literal["project", "library"] = Field(
+        ..., description="project: verified from this project; library: domain few-shot library."
+    )
     score: float = Field(..., description="Selection score (higher is more similar).")
 
 
@@ -63,20 +72,29 @@ class ChatAnswer(Event):
     answer_text: str = Field(..., description="Short natural-language answer derived from the result.")
     sql: str = Field(..., description="The SQL that produced the result.")
     columns: list[str] = Field(default_factory=list, description="Result column names.")
-    rows_preview: list[list[JsonValue]] = Field(default_factory=list, description="First rows of the result (capped).")
+    rows_preview: list[list[JsonValue]] = Field(
+        default_factory=list, description="First rows of the result (capped)."
+    )
     row_count: int = Field(0, ge=0, description="Rows returned (up to the row limit).")
     truncated: bool = Field(False, description="True when the row limit cut the result.")
     chart: ChartSpec | None = None
     model: str = Field(..., description="Model that wrote the SQL.")
     adapter_version: int | None = Field(None, description="Project adapter version used, if any.")
-    arm: Literal["control", "candidate"] = Field("control", description="A/B arm: candidate answers came from a canary adapter.")
+    arm: Literal["control", "candidate"] = Field(
+        "control", description="A/B arm: candidate answers came from a canary adapter."
+    )
     examples_used: list[UsedExample] = Field(default_factory=list)
-    schema_valid: bool = Field(True, description="The SQL referenced only tables and columns of the current schema.")
+    schema_valid: bool = Field(
+        True, description="The SQL referenced only tables and columns of the current schema."
+    )
     repaired: bool = Field(False, description="A repair round changed the SQL.")
     attempts: int = Field(1, ge=1, description="Model calls made to reach this SQL.")
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)
-    timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds spent per stage (query, retrieval, llm, execute, ...).")
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="Milliseconds spent per stage (query, retrieval, llm, execute, ...).",
+    )
 
 
 class ErrorCode(StrEnum):
@@ -96,7 +114,9 @@ class ChatError(Event):
 
     topic: ClassVar[str] = "chat.error"
     type: Literal["chat.error"] = "chat.error"
-    question_event_id: uuid.UUID | None = Field(None, description="event_id of the chat.question, when known.")
+    question_event_id: uuid.UUID | None = Field(
+        None, description="event_id of the chat.question, when known."
+    )
     conversation_id: str | None = None
     user_id: str | None = None
     code: ErrorCode = Field(..., description="Machine-readable reason.")
@@ -121,6 +141,11 @@ class ChatFeedback(Event):
 
     @model_validator(mode="after")
     def _has_signal(self) -> ChatFeedback:
-        if self.thumbs is None and self.rating is None and not self.corrected_sql and self.chart_relevant is None:
+        if (
+            self.thumbs is None
+            and self.rating is None
+            and not self.corrected_sql
+            and self.chart_relevant is None
+        ):
             raise ValueError("feedback needs thumbs, rating, corrected_sql or chart_relevant")
         return self

@@ -26,6 +26,8 @@ class DeadLetter(BaseModel):
     key: str | None = None
     reason: Literal["unparseable", "invalid", "unknown_version", "processing_failed"]
     error: str = Field(..., max_length=2000, description="Why, for a person (no customer rows).")
-    payload_text: str = Field(..., description="The original bytes, decoded with replacement characters, capped.")
+    payload_text: str = Field(
+        ..., description="The original bytes, decoded with replacement characters, capped."
+    )
     payload_size: int
     occurred_at: datetime = Field(default_factory=utcnow)

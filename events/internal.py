@@ -28,11 +28,15 @@ class QueryResolved(Event):
     conversation_id: str
     user_id: str
     question: str
-    asked_at_ms: float = Field(..., description="Unix time in ms when the question entered querylift, for end-to-end latency.")
+    asked_at_ms: float = Field(
+        ..., description="Unix time in ms when the question entered querylift, for end-to-end latency."
+    )
     dialect: Literal["sqlite", "postgres", "mysql"]
     domain: str | None = None
     schema_version_id: int = Field(..., description="schema_versions.id the SQL must be checked against.")
-    history: list[Turn] = Field(default_factory=list, description="Recent turns of the conversation, oldest first.")
+    history: list[Turn] = Field(
+        default_factory=list, description="Recent turns of the conversation, oldest first."
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -53,6 +57,10 @@ class ContextReady(Event):
     topic: ClassVar[str] = "retrieval.context"
     type: Literal["retrieval.context"] = "retrieval.context"
     query: QueryResolved
-    examples: list[ContextExample] = Field(default_factory=list, description="Verified project examples, best first.")
-    fewshot: list[ContextExample] = Field(default_factory=list, description="Domain-library examples, best first.")
+    examples: list[ContextExample] = Field(
+        default_factory=list, description="Verified project examples, best first."
+    )
+    fewshot: list[ContextExample] = Field(
+        default_factory=list, description="Domain-library examples, best first."
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)

@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 1_000_000
 _PAYLOAD_KEEP = 20_000
-_RETRYABLE_INFRA = (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+_RETRYABLE_INFRA = (
+    OSError,
+    asyncpg.PostgresConnectionStatusError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class Handler(Protocol):
@@ -97,11 +102,15 @@ def parse_event(model: type[Event], value: bytes | None) -> Event:
     version = raw.get("schema_version", 1)
     supported = model.model_fields["schema_version"].default
     if isinstance(version, int) and not isinstance(version, bool) and version > supported:
-        raise Rejected("unknown_version", f"{model.topic} schema_version {version} is newer than {supported}", raw)
+        raise Rejected(
+            "unknown_version", f"{model.topic} schema_version {version} is newer than {supported}", raw
+        )
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        summary = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<event>'}: {e['msg']}" for e in exc.errors()[:8])
+        summary = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<event>'}: {e['msg']}" for e in exc.errors()[:8]
+        )
         raise Rejected("invalid", summary, raw) from None
 
 
@@ -116,6 +125,7 @@ class ConsumerRunner:
         prefix: str = "",
         max_attempts: int = 3,
         group_id: str | None = None,
+        max_poll_interval_ms: int = 300_000,
     ) -> None:
         self.handler = handler
         self.pool = pool
@@ -132,6 +142,7 @@ class ConsumerRunner:
             auto_offset_reset="earliest",
             max_poll_records=200,
             client_id=f"querylift-{handler.name}",
+            max_poll_interval_ms=max_poll_interval_ms,
         )
         self._stopping = asyncio.Event()
         self.processed = 0
@@ -165,7 +176,9 @@ class ConsumerRunner:
             end = self._consumer.highwater(tp)
             position = batches[tp][-1].offset + 1
             if end is not None:
-                CONSUMER_LAG.labels(self.handler.name, tp.topic, str(tp.partition)).set(max(0, end - position))
+                CONSUMER_LAG.labels(self.handler.name, tp.topic, str(tp.partition)).set(
+                    max(0, end - position)
+                )
 
     async def _forever(self, action: Any, what: str) -> Any:
         """Retry infrastructure outages (broker, system of record) until they pass; nothing is skipped."""
@@ -176,7 +189,9 @@ class ConsumerRunner:
             except _RETRYABLE_INFRA as exc:
                 if self._stopping.is_set():
                     raise
-                log.warning("infrastructure unavailable, retrying", extra={"what": what, "error": str(exc)[:200]})
+                log.warning(
+                    "infrastructure unavailable, retrying", extra={"what": what, "error": str(exc)[:200]}
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -209,14 +224,21 @@ class ConsumerRunner:
                 break
             except _RETRYABLE_INFRA as exc:
                 # The system of record or broker is away: wait for it rather than dead-lettering.
-                log.warning("handler hit an outage, retrying", extra={"consumer": self.handler.name, "error": str(exc)[:200]})
+                log.warning(
+                    "handler hit an outage, retrying",
+                    extra={"consumer": self.handler.name, "error": str(exc)[:200]},
+                )
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
                 error = exc
             except Exception as exc:
                 error = exc
                 log.exception(
                     "handler failed",
-                    extra={"consumer": self.handler.name, "event_id": str(event.event_id), "attempt": attempt},
+                    extra={
+                        "consumer": self.handler.name,
+                        "event_id": str(event.event_id),
+                        "attempt": attempt,
+                    },
                 )
                 await asyncio.sleep(0.05 * attempt)
         HANDLER_SECONDS.labels(self.handler.name, short).observe(time.perf_counter() - started)
@@ -224,7 +246,9 @@ class ConsumerRunner:
         if produced is None:
             assert error is not None
             extra = self.handler.on_failure(event, error)
-            await self._dead_letter(record, "processing_failed", f"{type(error).__name__}: {error}"[:2000], extra, event.event_id)
+            await self._dead_letter(
+                record, "processing_failed", f"{type(error).__name__}: {error}"[:2000], extra, event.event_id
+            )
             return
         payload = [json.loads(e.model_dump_json()) | {"__topic": type(e).topic} for e in produced]
         await self._forever(lambda: self._record_done(event.event_id, payload), "record processed")
@@ -272,7 +296,9 @@ class ConsumerRunner:
         short = record.topic[len(self.prefix) :]
         value = record.value or b""
         letter = DeadLetter(
-            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"),
+            event_id=uuid.uuid5(
+                uuid.NAMESPACE_URL, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"
+            ),
             consumer=self.handler.name,
             source_topic=short,
             partition=record.partition,
@@ -287,11 +313,17 @@ class ConsumerRunner:
         DEAD_LETTERS.labels(self.handler.name, reason).inc()
         log.warning(
             "event dead-lettered",
-            extra={"consumer": self.handler.name, "topic": short, "offset": record.offset, "reason": reason, "error": error[:300]},
+            extra={
+                "consumer": self.handler.name,
+                "topic": short,
+                "offset": record.offset,
+                "reason": reason,
+                "error": error[:300],
+            },
         )
         await self._forever(
             lambda: self.pool.execute(
-                "INSERT INTO dead_letters (id, consumer, source_topic, partition, \"offset\", reason, error, payload_text)"
+                'INSERT INTO dead_letters (id, consumer, source_topic, partition, "offset", reason, error, payload_text)'
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
                 letter.event_id,
                 letter.consumer,

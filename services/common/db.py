@@ -51,7 +51,9 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)
-                    await conn.execute("INSERT INTO schema_migrations (number, name) VALUES ($1, $2)", number, name)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (number, name) VALUES ($1, $2)", number, name
+                    )
                 applied_now.append(name)
                 log.info("migration applied", extra={"migration": name})
         finally:

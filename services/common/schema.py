@@ -73,7 +73,11 @@ class SchemaInfo:
     def structure_hash(self) -> str:
         """Hash of names, types and keys only: sample values changing is not a new schema version."""
         shape = [
-            [t.name, [[c.name, c.type, c.primary_key] for c in t.columns], [asdict(fk) for fk in t.foreign_keys]]
+            [
+                t.name,
+                [[c.name, c.type, c.primary_key] for c in t.columns],
+                [asdict(fk) for fk in t.foreign_keys],
+            ]
             for t in sorted(self.tables, key=lambda t: t.name.lower())
         ]
         return hashlib.sha256(json.dumps([self.dialect, shape], sort_keys=True).encode()).hexdigest()[:16]

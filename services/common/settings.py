@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     # --- infrastructure -------------------------------------------------------------------------------
     data_dir: Path = Field(Path(".querylift"), description="Embedded PostgreSQL data, model cache, adapters.")
     kafka_bootstrap_servers: str | None = Field(
-        None, description="host:port[,host:port]; empty: the embedded Tansu broker is started by `querylift up`."
+        None,
+        description="host:port[,host:port]; empty: the embedded Tansu broker is started by `querylift up`.",
     )
     topic_prefix: str = Field("", description="Prepended to every topic name (e.g. 'prod.').")
     topic_partitions: int = Field(6, ge=1, description="Partitions for topics querylift creates.")
@@ -37,18 +38,25 @@ class Settings(BaseSettings):
     )
     db_pool_max: int = Field(10, ge=1, description="Max connections per consumer to the system of record.")
     ray_address: str | None = Field(
-        None, validation_alias=_alias("ray_address", "RAY_ADDRESS"), description="Ray cluster; empty: local ray.init()."
+        None,
+        validation_alias=_alias("ray_address", "RAY_ADDRESS"),
+        description="Ray cluster; empty: local ray.init().",
     )
     metrics_port: int = Field(
-        9400, ge=0, description="Base port for /metrics and /healthz; `querylift up` gives consumer i port+i; 0 disables."
+        9400,
+        ge=0,
+        description="Base port for /metrics and /healthz; `querylift up` gives consumer i port+i; 0 disables.",
     )
-    metrics_host: str = Field("127.0.0.1", description="Address the metrics server binds to (0.0.0.0 in containers).")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics server binds to (0.0.0.0 in containers)."
+    )
     log_level: str = Field("INFO")
     log_json: bool = Field(True, description="Structured JSON logs; false for human-readable lines.")
 
     # --- language model -------------------------------------------------------------------------------
     llm_backend: Literal["gguf", "transformers", "ollama", "openai", "scripted"] = Field(
-        "gguf", description="gguf: local llama.cpp on CPU; transformers: local HF model with per-project peft adapters."
+        "gguf",
+        description="gguf: local llama.cpp on CPU; transformers: local HF model with per-project peft adapters.",
     )
     llm_model: str = Field(
         "qwen2.5-coder-0.5b-instruct",
@@ -56,19 +64,25 @@ class Settings(BaseSettings):
     )
     ollama_url: str | None = Field(None, validation_alias=_alias("ollama_url", "OLLAMA_URL"))
     openai_base_url: str | None = Field(None, validation_alias=_alias("openai_base_url", "OPENAI_BASE_URL"))
-    openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("openai_api_key", "OPENAI_API_KEY"))
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=_alias("openai_api_key", "OPENAI_API_KEY")
+    )
     llm_timeout_s: float = Field(120.0, gt=0)
     llm_retries: int = Field(2, ge=0, description="Retries with exponential backoff for served models.")
     llm_max_tokens: int = Field(256, ge=16, description="Completion tokens per SQL generation.")
     llm_threads: int = Field(2, ge=1, description="CPU threads for the local GGUF model.")
     llm_context_tokens: int = Field(4096, ge=512)
-    prompt_token_budget: int = Field(3072, ge=256, description="Prompt parts are dropped, least useful first, to fit.")
+    prompt_token_budget: int = Field(
+        3072, ge=256, description="Prompt parts are dropped, least useful first, to fit."
+    )
     llm_seed: int = Field(0)
 
     # --- retrieval ------------------------------------------------------------------------------------
     embedding_model: str = Field("all-MiniLM-L6-v2", description="Sentence model name or path (offline).")
     vector_backend: Literal["pgvector", "weaviate"] = Field("pgvector")
-    weaviate_url: str | None = Field(None, description="http://host:port of Weaviate when vector_backend=weaviate.")
+    weaviate_url: str | None = Field(
+        None, description="http://host:port of Weaviate when vector_backend=weaviate."
+    )
     retrieval_top_k: int = Field(4, ge=0, description="Project examples per prompt.")
     fewshot_top_k: int = Field(2, ge=0, description="Domain-library examples per prompt.")
 
@@ -79,20 +93,30 @@ class Settings(BaseSettings):
     repair_rounds: int = Field(1, ge=0, description="Repair rounds after a failed static check or execution.")
 
     # --- learning -------------------------------------------------------------------------------------
-    training_threshold: int = Field(100, ge=1, description="Default verified examples since last training that trigger one.")
-    training_base_model: str = Field("smollm2-135m-instruct", description="Base model LoRA adapters are trained on.")
+    training_threshold: int = Field(
+        100, ge=1, description="Default verified examples since last training that trigger one."
+    )
+    training_base_model: str = Field(
+        "smollm2-135m-instruct", description="Base model LoRA adapters are trained on."
+    )
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str = Field("q_proj,k_proj,v_proj,o_proj", description="Comma-separated module names.")
+    lora_target_modules: str = Field(
+        "q_proj,k_proj,v_proj,o_proj", description="Comma-separated module names."
+    )
     lora_epochs: float = Field(2.0, gt=0)
     lora_learning_rate: float = Field(2e-4, gt=0)
     lora_batch_size: int = Field(4, ge=1)
     lora_max_steps: int = Field(-1, description=">0 caps optimizer steps (CI, benchmarks).")
     training_seed: int = Field(13)
     validation_share: float = Field(0.2, gt=0, lt=1)
-    promote_margin: float = Field(0.0, ge=0, description="Execution-accuracy gain an adapter needs over the current model.")
-    canary_share: float = Field(0.0, ge=0, le=1, description="Share of questions sent to a candidate adapter.")
+    promote_margin: float = Field(
+        0.0, ge=0, description="Execution-accuracy gain an adapter needs over the current model."
+    )
+    canary_share: float = Field(
+        0.0, ge=0, le=1, description="Share of questions sent to a candidate adapter."
+    )
     adapter_cache_size: int = Field(4, ge=1, description="Adapters kept in memory per base model (LRU).")
 
     def topic(self, name: str) -> str:

@@ -46,3 +46,12 @@ class LLM(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     async def close(self) -> None: ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free token estimate (about four characters or one word-piece per token), for backends
+    that report no usage and for prompt budgeting before a model is loaded."""
+    if not text:
+        return 0
+    words = len(text.split())
+    return max(1, round(max(len(text) / 4, words * 1.3)))

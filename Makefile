@@ -1,0 +1,55 @@
+# querylift: `make demo` runs the whole pipeline on embedded infrastructure; `make test` runs the tests.
+# Both create .venv and install everything they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
+
+.PHONY: install demo test test-fast lint schemas bench-accuracy bench-pipeline bench-training clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	@# llama-cpp-python compiles for ~7 minutes once; pip keeps the built wheel in its cache afterwards.
+	$(PIP) install -q -e '.[ml,dev]'
+	@touch $@
+
+# Prometheus (Debian package) for the scrape test; skipped quietly where apt is not ours to use.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get -qq update >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get -qq install -y prometheus >/dev/null 2>&1) \
+	  || echo "prometheus not installed: its scrape test will be skipped"; }
+
+demo: install
+	$(VENV)/bin/querylift demo
+
+test: install prometheus
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -m "not slow and not real_model"
+
+lint: install
+	$(VENV)/bin/ruff check events services bench tests
+	$(VENV)/bin/mypy
+
+schemas: install
+	$(VENV)/bin/querylift schemas export --out schemas
+
+bench-accuracy: install
+	$(VENV)/bin/querylift bench accuracy --data ../shared/bench/projects --out bench/results/accuracy.json --limit 100
+
+bench-pipeline: install
+	$(VENV)/bin/querylift bench pipeline --questions 2000 --rate 250 --out bench/results/pipeline.json
+
+bench-training: install
+	$(PY) -m bench.training_bench
+
+clean:
+	rm -rf $(VENV) .querylift .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""``querylift run SERVICE``: one consumer against configured Kafka, PostgreSQL and Ray (a cluster deployment)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from services.common.logging_setup import setup_logging
+from services.common.service import run_consumer
+from services.common.settings import get_settings
+from services.wiring import SERVICES
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run one consumer (query, retrieval, generation, feedback, training)")
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--metrics-port", type=int, default=None, help="overrides QUERYLIFT_METRICS_PORT")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    asyncio.run(run_consumer(args.service, settings, metrics_port=args.metrics_port))
+    return 0

@@ -1,0 +1,67 @@
+"""Feedback consumer: stores every outcome and every judgement, learns from them, and requests training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import asyncpg
+
+from events import ChatAnswer, ChatError, ChatFeedback, Event
+from services.common import metrics
+from services.common.consumer import BaseHandler
+from services.feedback.learn import Learner
+from services.feedback.store import answer_row, feedback_for_answer, store_answer, store_error, store_feedback
+from services.feedback.trigger import maybe_request_training
+
+
+class FeedbackHandler(BaseHandler):
+    name: ClassVar[str] = "feedback"
+    subscriptions: ClassVar[dict[str, type[Event]]] = {
+        ChatAnswer.topic: ChatAnswer,
+        ChatError.topic: ChatError,
+        ChatFeedback.topic: ChatFeedback,
+    }
+
+    def __init__(self, pool: asyncpg.Pool, learner: Learner, *, training_threshold: int) -> None:
+        self.pool = pool
+        self.learner = learner
+        self.training_threshold = training_threshold
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        if isinstance(event, ChatAnswer):
+            await store_answer(self.pool, event)
+            # Feedback can overtake its answer (they travel on different topics): apply what waited.
+            return await self._learn(event.project_id, event.event_id, event.event_id)
+        if isinstance(event, ChatError):
+            await store_error(self.pool, event)
+            if event.question_event_id is None:
+                return ()
+            return await self._learn(event.project_id, event.event_id, event.event_id)
+        assert isinstance(event, ChatFeedback)
+        await store_feedback(self.pool, event)
+        if event.rating is not None:
+            metrics.FEEDBACK_RATINGS.labels(event.project_id, str(event.rating)).inc()
+        if event.thumbs is not None:
+            metrics.FEEDBACK_THUMBS.labels(event.project_id, event.thumbs).inc()
+        if event.chart_relevant is not None:
+            metrics.CHART_FEEDBACK.labels(event.project_id, str(event.chart_relevant).lower()).inc()
+        return await self._learn(event.project_id, event.answer_id, event.event_id)
+
+    async def _learn(self, project_id: str, answer_id: object, cause: object) -> Sequence[Event]:
+        answer = await answer_row(self.pool, project_id, answer_id)
+        if answer is None:
+            return ()
+        learned = False
+        for feedback in await feedback_for_answer(self.pool, project_id, answer_id):
+            decision = await self.learner.apply(answer, feedback)
+            learned = learned or decision.action in ("verify", "correct")
+        if not learned:
+            return ()
+        request = await maybe_request_training(
+            self.pool,
+            project_id,
+            default_threshold=self.training_threshold,
+            cause=cause,  # type: ignore[arg-type]
+        )
+        return [request] if request else ()

@@ -1,0 +1,96 @@
+"""Turning judged answers into examples: verify, correct or reject, then index at once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+
+from services.common.customer_db import CustomerDatabases, DatabaseUnavailable, QueryFailed, QueryTimeout
+from services.feedback.rules import Decision, judge
+from services.generation.sql_check import check_sql
+from services.query.projects import load_project, load_schema
+from services.retrieval.embedder import Embedder
+from services.retrieval.examples import add_verified_example, apply_correction, mark_rated_down
+from services.retrieval.index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+class Learner:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        index: VectorIndex,
+        embedder: Embedder,
+        databases: CustomerDatabases,
+        *,
+        sql_timeout_s: float = 10.0,
+    ) -> None:
+        self.pool = pool
+        self.index = index
+        self.embedder = embedder
+        self.databases = databases
+        self.sql_timeout_s = sql_timeout_s
+
+    async def apply(self, answer: asyncpg.Record, feedback: asyncpg.Record) -> Decision:
+        decision = judge(
+            rating=feedback["rating"],
+            thumbs=feedback["thumbs"],
+            corrected_sql=feedback["corrected_sql"],
+            answer_ok=bool(answer["ok"]),
+        )
+        project_id = answer["project_id"]
+        project = await load_project(self.pool, project_id)
+        if project is None or project.schema_version_id is None:
+            return Decision("none", 0.0)
+        schema = await load_schema(self.pool, project.schema_version_id)
+        if decision.action == "correct":
+            ok = await self._correction_runs(project.database_url, feedback["corrected_sql"], schema)
+            await self.pool.execute(
+                "UPDATE feedback SET corrected_sql_ok = $2 WHERE id = $1", feedback["id"], ok
+            )
+            if not ok:
+                # An unverifiable correction still tells us the answer was wrong.
+                await mark_rated_down(self.pool, self.index, project_id, answer["id"])
+                return Decision("reject", 0.0)
+            await apply_correction(
+                self.pool,
+                self.index,
+                self.embedder,
+                project_id=project_id,
+                answer_id=answer["id"],
+                question=answer["question"],
+                corrected_sql=check_sql(feedback["corrected_sql"], schema).sql or feedback["corrected_sql"],
+                schema=schema,
+                schema_version_id=project.schema_version_id,
+            )
+        elif decision.action == "verify" and answer["sql"]:
+            await add_verified_example(
+                self.pool,
+                self.index,
+                self.embedder,
+                project_id=project_id,
+                question=answer["question"],
+                sql=answer["sql"],
+                source="answer",
+                quality=decision.quality,
+                schema=schema,
+                schema_version_id=project.schema_version_id,
+                answer_id=answer["id"],
+            )
+        elif decision.action == "reject":
+            await mark_rated_down(self.pool, self.index, project_id, answer["id"])
+        return decision
+
+    async def _correction_runs(self, database_url: str, sql: str, schema: Any) -> bool:
+        """A corrected SQL is trusted only once it passes the same checks as generated SQL and runs read-only."""
+        check = check_sql(sql, schema)
+        if not check.ok:
+            return False
+        try:
+            await self.databases.execute(database_url, check.sql, timeout_s=self.sql_timeout_s, row_limit=1)
+        except (QueryFailed, QueryTimeout, DatabaseUnavailable):
+            return False
+        return True

@@ -1,0 +1,88 @@
+"""Answers, errors and feedback in the system of record (every insert is idempotent on its event id)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from events import ChatAnswer, ChatError, ChatFeedback
+
+
+async def store_answer(pool: asyncpg.Pool, answer: ChatAnswer) -> bool:
+    status = await pool.execute(
+        "INSERT INTO answers (id, question_event_id, project_id, conversation_id, user_id, question, sql, answer_text,"
+        " ok, schema_valid, row_count, model, adapter_version, arm, examples_used, chart, timings_ms)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,true,$9,$10,$11,$12,$13,$14,$15,$16)"
+        " ON CONFLICT DO NOTHING",
+        answer.event_id,
+        answer.question_event_id,
+        answer.project_id,
+        answer.conversation_id,
+        answer.user_id,
+        answer.question,
+        answer.sql,
+        answer.answer_text,
+        answer.schema_valid,
+        answer.row_count,
+        answer.model,
+        answer.adapter_version,
+        answer.arm,
+        [u.model_dump() for u in answer.examples_used],
+        answer.chart.model_dump() if answer.chart else None,
+        answer.timings_ms,
+    )
+    return status.endswith(" 1")
+
+
+async def store_error(pool: asyncpg.Pool, error: ChatError) -> bool:
+    if error.question_event_id is None:
+        return False  # an invalid event with no question id: the dead-letter record is the trace
+    question = await pool.fetchval("SELECT question FROM messages WHERE id = $1", error.question_event_id)
+    status = await pool.execute(
+        "INSERT INTO answers (id, question_event_id, project_id, conversation_id, user_id, question, sql, ok,"
+        " error_code) SELECT $1,$2,$3,$4,$5,$6,$7,false,$8 WHERE EXISTS (SELECT 1 FROM projects WHERE id = $3)"
+        " ON CONFLICT DO NOTHING",
+        error.event_id,
+        error.question_event_id,
+        error.project_id,
+        error.conversation_id,
+        error.user_id,
+        question or "",
+        error.sql,
+        error.code.value,
+    )
+    return status.endswith(" 1")
+
+
+async def store_feedback(pool: asyncpg.Pool, feedback: ChatFeedback) -> bool:
+    status = await pool.execute(
+        "INSERT INTO feedback (id, answer_id, project_id, user_id, thumbs, rating, corrected_sql, comment, chart_relevant)"
+        " SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9 WHERE EXISTS (SELECT 1 FROM projects WHERE id = $3)"
+        " ON CONFLICT DO NOTHING",
+        feedback.event_id,
+        feedback.answer_id,
+        feedback.project_id,
+        feedback.user_id,
+        feedback.thumbs,
+        feedback.rating,
+        feedback.corrected_sql,
+        feedback.comment,
+        feedback.chart_relevant,
+    )
+    return status.endswith(" 1")
+
+
+async def answer_row(pool: asyncpg.Pool, project_id: str, answer_id: object) -> asyncpg.Record | None:
+    # Filtered by project: feedback can never reach another project's answer.
+    return await pool.fetchrow(
+        "SELECT * FROM answers WHERE id = $1 AND project_id = $2", answer_id, project_id
+    )
+
+
+async def feedback_for_answer(pool: asyncpg.Pool, project_id: str, answer_id: object) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT * FROM feedback WHERE answer_id = $1 AND project_id = $2 ORDER BY created_at",
+            answer_id,
+            project_id,
+        )
+    )

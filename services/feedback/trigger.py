@@ -1,0 +1,54 @@
+"""The threshold trigger: one training.requested per project when enough new verified examples piled up."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from events import TrainingRequested
+
+_COUNT = """
+SELECT count(*) FILTER (WHERE e.created_at > coalesce(last.requested_at, '-infinity')) AS new,
+       count(*) AS total
+FROM examples e
+LEFT JOIN LATERAL (
+    SELECT max(requested_at) AS requested_at FROM training_jobs
+    WHERE project_id = $1 AND status <> 'failed' AND status <> 'cancelled'
+) last ON true
+WHERE e.project_id = $1 AND e.verified AND NOT e.stale AND NOT e.rated_down
+"""
+
+
+async def maybe_request_training(
+    pool: asyncpg.Pool, project_id: str, *, default_threshold: int, cause: uuid.UUID
+) -> TrainingRequested | None:
+    """Claims the project's single open-job slot (a unique partial index) before emitting, so redelivery or
+    concurrent consumers can never request two trainings."""
+    threshold = await pool.fetchval("SELECT training_threshold FROM projects WHERE id = $1", project_id)
+    threshold = threshold or default_threshold
+    counts = await pool.fetchrow(_COUNT, project_id)
+    if counts is None or counts["new"] < threshold:
+        return None
+    job_id = uuid.uuid5(uuid.NAMESPACE_OID, f"training:{cause}")
+    inserted = await pool.fetchval(
+        "INSERT INTO training_jobs (id, project_id, status, examples_count) VALUES ($1, $2, 'requested', $3)"
+        " ON CONFLICT DO NOTHING RETURNING id",
+        job_id,
+        project_id,
+        counts["total"],
+    )
+    if inserted is None:
+        # Either another job is open (emit nothing) or this very cause claimed the slot before a crash:
+        # then the request is emitted again with the same id and downstream drops the duplicate.
+        status = await pool.fetchval("SELECT status FROM training_jobs WHERE id = $1", job_id)
+        if status != "requested":
+            return None
+    request = TrainingRequested(
+        project_id=project_id,
+        examples_count=counts["total"],
+        new_examples=counts["new"],
+        threshold=threshold,
+    )
+    request.event_id = job_id
+    return request

@@ -1,0 +1,169 @@
+"""Generation consumer: retrieval.context → chat.answer or chat.error; model.updated → routing refresh."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import ClassVar
+
+import asyncpg
+
+from events import ChatAnswer, ChatError, ContextReady, ErrorCode, Event, ModelUpdated, UsedExample
+from services.common import metrics
+from services.common.consumer import BaseHandler
+from services.common.customer_db import CustomerDatabases, DatabaseUnavailable
+from services.generation.llm.base import LLM, ModelUnavailable
+from services.generation.pipeline import GenerationConfig, generate_answer
+from services.generation.serving import ModelRouter
+from services.query.projects import load_project, load_schema
+
+log = logging.getLogger(__name__)
+
+
+class GenerationHandler(BaseHandler):
+    name: ClassVar[str] = "generation"
+    subscriptions: ClassVar[dict[str, type[Event]]] = {
+        ContextReady.topic: ContextReady,
+        ModelUpdated.topic: ModelUpdated,
+    }
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        llm: LLM,
+        databases: CustomerDatabases,
+        config: GenerationConfig,
+        router: ModelRouter | None = None,
+    ) -> None:
+        self.pool = pool
+        self.llm = llm
+        self.databases = databases
+        self.config = config
+        self.router = router or ModelRouter(pool)
+
+    async def close(self) -> None:
+        await self.databases.close()
+        await self.llm.close()
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        if isinstance(event, ModelUpdated):
+            await self.router.apply(event)
+            return ()
+        assert isinstance(event, ContextReady)
+        query = event.query
+        base = {
+            "project_id": query.project_id,
+            "correlation_id": query.question_event_id,
+            "question_event_id": query.question_event_id,
+            "conversation_id": query.conversation_id,
+            "user_id": query.user_id,
+        }
+        project = await load_project(self.pool, query.project_id)
+        if project is None:
+            error = ChatError(
+                **base,
+                code=ErrorCode.unknown_project,
+                stage=self.name,
+                message=f"Project {query.project_id!r} was removed while the question was in flight.",
+            )
+            return [error.with_derived_id(query.question_event_id, "error")]
+        schema = await load_schema(self.pool, query.schema_version_id)
+        adapter, arm = await self.router.choose(query.project_id, query.question_event_id)
+        try:
+            result = await generate_answer(
+                self.llm,
+                self.databases,
+                question=query.question,
+                schema=schema,
+                database_url=project.database_url,
+                history=query.history,
+                examples=event.examples,
+                fewshot=event.fewshot,
+                config=self.config,
+                adapter=adapter,
+                domain_note=project.description,
+            )
+        except ModelUnavailable as exc:
+            error = ChatError(
+                **base,
+                code=ErrorCode.model_unavailable,
+                stage=self.name,
+                retryable=True,
+                message=f"The language model is unavailable: {exc}. Ask again once it is back.",
+            )
+            return [error.with_derived_id(query.question_event_id, "error")]
+        except DatabaseUnavailable as exc:
+            error = ChatError(
+                **base,
+                code=ErrorCode.database_unavailable,
+                stage=self.name,
+                retryable=True,
+                message=f"The project's database could not be reached: {exc}",
+            )
+            return [error.with_derived_id(query.question_event_id, "error")]
+
+        metrics.SQL_SCHEMA_VALID.labels(query.project_id, str(result.schema_valid).lower()).inc()
+        metrics.LLM_TOKENS.labels("in", result.model).inc(result.prompt_tokens)
+        metrics.LLM_TOKENS.labels("out", result.model).inc(result.completion_tokens)
+        for stage, ms in result.timings_ms.items():
+            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+        if not result.ok:
+            outcome = "refused" if result.error_code == ErrorCode.unsafe_sql else "error"
+            metrics.SQL_EXECUTIONS.labels(query.project_id, outcome).inc()
+            error = ChatError(
+                **base,
+                code=result.error_code or ErrorCode.internal,
+                stage=self.name,
+                message=result.error_message or "No answer could be produced.",
+                sql=result.sql or None,
+            )
+            return [error.with_derived_id(query.question_event_id, "error")]
+
+        metrics.SQL_EXECUTIONS.labels(query.project_id, "ok").inc()
+        metrics.ANSWERS.labels(query.project_id, arm).inc()
+        total_ms = time.time() * 1000 - query.asked_at_ms
+        metrics.ANSWER_SECONDS.labels(query.project_id).observe(max(total_ms, 0) / 1000)
+        assert result.result is not None
+        used = [
+            UsedExample(example_id=e.example_id, source=e.source, score=e.score)
+            for e in [*event.examples, *event.fewshot]
+        ]
+        answer = ChatAnswer(
+            **base,
+            question=query.question,
+            answer_text=result.answer_text,
+            sql=result.sql,
+            columns=result.result.columns,
+            rows_preview=result.preview(self.config.preview_rows),
+            row_count=len(result.result.rows),
+            truncated=result.result.truncated,
+            chart=result.chart,
+            model=result.model,
+            adapter_version=adapter.version if adapter else None,
+            arm=arm,
+            examples_used=used,
+            schema_valid=result.schema_valid,
+            repaired=result.repaired,
+            attempts=max(result.attempts, 1),
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            timings_ms={**query.timings_ms, **event.timings_ms, **result.timings_ms, "total": total_ms},
+        )
+        return [answer.with_derived_id(query.question_event_id, "answer")]
+
+    def on_failure(self, event: Event, error: BaseException) -> Sequence[Event]:
+        if not isinstance(event, ContextReady):
+            return ()
+        q = event.query
+        err = ChatError(
+            project_id=q.project_id,
+            correlation_id=q.question_event_id,
+            question_event_id=q.question_event_id,
+            conversation_id=q.conversation_id,
+            user_id=q.user_id,
+            code=ErrorCode.internal,
+            stage=self.name,
+            message="The answer could not be produced because of an internal error; it was recorded for the operators.",
+        )
+        return [err.with_derived_id(q.question_event_id, "error")]

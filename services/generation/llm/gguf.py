@@ -1,0 +1,220 @@
+"""Local GGUF models on CPU through llama-cpp-python.
+
+One model instance per (file, context, threads, LoRA) per process, shared by every GGUFLLM that asks for it:
+loading is the slow part, and several backends in one process must not hold several copies. llama.cpp is not
+re-entrant, so each loaded model has a lock and completions run in a worker thread, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.common.settings import Settings
+from services.generation.llm.base import AdapterRef, ChatMessage, Completion, ModelUnavailable
+from services.generation.model_files import ModelFileError, resolve_gguf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Key:
+    path: str
+    n_ctx: int
+    threads: int
+    seed: int
+    lora_path: str | None
+
+
+@dataclass
+class _Loaded:
+    model: Any  # llama_cpp.Llama
+    lock: threading.Lock
+
+
+_models: dict[_Key, _Loaded] = {}
+_load_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params_without_extra_buffers() -> Iterator[None]:
+    # Weight repacking into "extra buffer types" (AMX / repacked CPU kernels) crashes batched decoding with
+    # the llama.cpp build we ship on some CPUs; plain CPU buffers are slower by little and always work.
+    # Llama() reads llama_model_default_params() while loading, so it is swapped for the load only.
+    import llama_cpp.llama as llama_module
+
+    lib = llama_module.llama_cpp
+    original = lib.llama_model_default_params
+
+    def params() -> Any:
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
+
+
+def _load(key: _Key, extra_buffers: bool) -> _Loaded:
+    with _load_lock:
+        loaded = _models.get(key)
+        if loaded is not None:
+            return loaded
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise ModelUnavailable(
+                "llama-cpp-python is not installed: `pip install 'querylift[ml]'` or choose another "
+                "QUERYLIFT_LLM_BACKEND"
+            ) from exc
+        started = time.perf_counter()
+        params = contextlib.nullcontext() if extra_buffers else _model_params_without_extra_buffers()
+        try:
+            with params:
+                model = Llama(
+                    model_path=key.path,
+                    n_ctx=key.n_ctx,
+                    n_threads=key.threads,
+                    n_threads_batch=key.threads,
+                    seed=key.seed,
+                    lora_path=key.lora_path,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelUnavailable(f"Loading GGUF model {key.path} failed: {exc}") from exc
+        log.info(
+            "gguf model loaded",
+            extra={
+                "path": key.path,
+                "n_ctx": key.n_ctx,
+                "threads": key.threads,
+                "lora": key.lora_path,
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
+        loaded = _Loaded(model=model, lock=threading.Lock())
+        _models[key] = loaded
+        return loaded
+
+
+class GGUFLLM:
+    """Greedy chat completions from a local GGUF model, using the chat template stored in the file."""
+
+    def __init__(self, settings: Settings, *, model: str | None = None, extra_buffers: bool = False) -> None:
+        self.settings = settings
+        self._model_name = model or settings.llm_model
+        self._extra_buffers = extra_buffers
+        self._path: Path | None = None
+        self._warned_adapter = False
+        is_file = self._model_name.lower().endswith(".gguf")
+        self.name = Path(self._model_name).stem if is_file else self._model_name
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            try:
+                self._path = resolve_gguf(self._model_name, self.settings.model_cache_dir)
+            except ModelFileError as exc:
+                raise ModelUnavailable(str(exc)) from exc
+        return self._path
+
+    def _key(self, lora_path: str | None) -> _Key:
+        return _Key(
+            path=str(self.path),
+            n_ctx=self.settings.llm_context_tokens,
+            threads=self.settings.llm_threads,
+            seed=self.settings.llm_seed,
+            lora_path=lora_path,
+        )
+
+    def load(self, adapter: AdapterRef | None = None) -> _Loaded:
+        """Load (once per process) the model, with the adapter when it is a GGUF LoRA file."""
+        return _load(self._key(self._lora_path(adapter)), self._extra_buffers)
+
+    def _lora_path(self, adapter: AdapterRef | None) -> str | None:
+        if adapter is None:
+            return None
+        if adapter.path.lower().endswith(".gguf") and Path(adapter.path).is_file():
+            return adapter.path
+        if not self._warned_adapter:
+            # peft adapters need the transformers backend; answering from the base model beats failing.
+            log.warning(
+                "gguf backend serves the base model: adapter is not a GGUF LoRA file",
+                extra={"project": adapter.project_id, "version": adapter.version},
+            )
+            self._warned_adapter = True
+        return None
+
+    def _complete_sync(
+        self, messages: list[ChatMessage], max_tokens: int, lora_path: str | None
+    ) -> dict[str, Any]:
+        loaded = _load(self._key(lora_path), self._extra_buffers)
+        with loaded.lock:
+            try:
+                response: dict[str, Any] = loaded.model.create_chat_completion(
+                    messages=[dict(m) for m in messages],
+                    temperature=0.0,
+                    top_k=1,
+                    seed=self.settings.llm_seed,
+                    max_tokens=max_tokens,
+                    stream=False,
+                )
+            except ValueError as exc:
+                # llama-cpp raises ValueError when the prompt does not fit the context window.
+                raise ModelUnavailable(
+                    f"The prompt does not fit the model context ({self.settings.llm_context_tokens} tokens): "
+                    f"{exc}; "
+                    "lower QUERYLIFT_PROMPT_TOKEN_BUDGET or raise QUERYLIFT_LLM_CONTEXT_TOKENS"
+                ) from exc
+        return response
+
+    async def complete(
+        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+    ) -> Completion:
+        lora_path = self._lora_path(adapter)
+        started = time.perf_counter()
+        response = await asyncio.to_thread(self._complete_sync, messages, max_tokens, lora_path)
+        choice = response["choices"][0]
+        usage = response.get("usage") or {}
+        text = choice["message"].get("content") or ""
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            model=self.name,
+            seconds=time.perf_counter() - started,
+            adapter_version=adapter.version if adapter is not None and lora_path is not None else None,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        # Tokenizing only reads the vocabulary, so it does not take the completion lock.
+        model = self.load().model
+        return len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    async def close(self) -> None:
+        # The model is shared by the process and freed at exit; nothing per instance to release.
+        return None
+
+
+def unload_all() -> None:
+    """Drop every loaded model (tests, or a process switching models)."""
+    with _load_lock:
+        for loaded in _models.values():
+            with loaded.lock:
+                close = getattr(loaded.model, "close", None)
+                if callable(close):
+                    close()
+        _models.clear()
+
+
+__all__ = ["GGUFLLM", "unload_all"]

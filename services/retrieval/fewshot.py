@@ -1,0 +1,166 @@
+"""Curated few-shot libraries per domain: demonstrations for projects that have few examples of their own.
+
+Each ``fewshot_data/<domain>.jsonl`` line is ``{id, question, sql, schema: {tables: [{name, columns}]}}``
+with SQLite-compatible standard SQL. A project's own verified examples always take precedence: the caller
+(the retrieval consumer) puts project examples first and only fills the remaining room with library ones.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from events.internal import ContextExample
+from services.common.schema import Column, SchemaInfo, Table
+from services.retrieval.embedder import Embedder
+from services.retrieval.masking import mask_question, split_identifier, sql_skeleton, word_forms
+from services.retrieval.selection import Candidate, select_from_candidates
+
+DOMAINS = ("survey", "ecommerce", "crm", "analytics", "generic")
+
+#: Identifier words that point at a domain. Table names count double: they say what the database is about.
+DOMAIN_KEYWORDS: dict[str, frozenset[str]] = {
+    "survey": frozenset(
+        {"respondent", "answer", "question", "response", "survey", "questionnaire", "choice"}
+    ),
+    "ecommerce": frozenset({"order", "product", "cart", "customer", "price", "sku", "shipment", "inventory"}),
+    "crm": frozenset({"lead", "account", "contact", "opportunity", "deal", "pipeline", "activity"}),
+    "analytics": frozenset({"event", "session", "pageview", "user", "metric", "visit", "click", "funnel"}),
+}
+_MIN_DOMAIN_SCORE = 3
+_DOMAIN_BONUS = 0.05  # same similarity: an example from the project's own domain is the better demonstration
+
+
+def detect_domain(schema: SchemaInfo) -> str:
+    """The library domain whose keywords best match the schema's table and column names, else 'generic'."""
+    scores = dict.fromkeys(DOMAIN_KEYWORDS, 0)
+    for table in schema.tables:
+        weighted = [(w, 2) for w in split_identifier(table.name)]
+        weighted += [(w, 1) for c in table.columns for w in split_identifier(c.name)]
+        for word, weight in weighted:
+            forms = word_forms(word)
+            for domain, keywords in DOMAIN_KEYWORDS.items():
+                if forms & keywords:
+                    scores[domain] += weight
+    best = max(scores, key=lambda d: scores[d])
+    return best if scores[best] >= _MIN_DOMAIN_SCORE else "generic"
+
+
+@dataclass(frozen=True)
+class LibraryExample:
+    id: str
+    domain: str
+    question: str
+    sql: str
+    schema: SchemaInfo
+    masked_question: str
+    skeleton: str
+
+
+def _schema_from(data: dict[str, Any]) -> SchemaInfo:
+    tables = [
+        Table(
+            name=t["name"], columns=[Column(name=c["name"], type=c.get("type", "TEXT")) for c in t["columns"]]
+        )
+        for t in data["tables"]
+    ]
+    return SchemaInfo(dialect="sqlite", tables=tables)
+
+
+def default_data_dir() -> Path:
+    return Path(str(resources.files("services.retrieval").joinpath("fewshot_data")))
+
+
+@lru_cache(maxsize=4)
+def load_library(data_dir: Path) -> tuple[LibraryExample, ...]:
+    """Every library example, parsed once per process."""
+    examples: list[LibraryExample] = []
+    for domain in DOMAINS:
+        path = data_dir / f"{domain}.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            raw = json.loads(line)
+            schema = _schema_from(raw["schema"])
+            examples.append(
+                LibraryExample(
+                    id=raw["id"],
+                    domain=domain,
+                    question=raw["question"],
+                    sql=raw["sql"],
+                    schema=schema,
+                    masked_question=mask_question(raw["question"], schema),
+                    skeleton=sql_skeleton(raw["sql"], "sqlite"),
+                )
+            )
+    return tuple(examples)
+
+
+class FewshotLibrary:
+    """Selects library demonstrations by question similarity, from the project's domain plus 'generic'."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.examples = load_library(data_dir or default_data_dir())
+        self._vectors: dict[tuple[str, bool], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def domain_examples(self, domain: str) -> list[LibraryExample]:
+        return [e for e in self.examples if e.domain == domain]
+
+    def _matrix(self, embedder: Embedder, masked: bool) -> np.ndarray:
+        key = (embedder.name, masked)
+        with self._lock:
+            if key not in self._vectors:
+                texts = [e.masked_question if masked else e.question for e in self.examples]
+                self._vectors[key] = embedder.embed(texts)
+            return self._vectors[key]
+
+    def select(
+        self,
+        question: str,
+        domain: str,
+        k: int,
+        embedder: Embedder,
+        *,
+        schema: SchemaInfo | None = None,
+        diversity: float = 0.3,
+    ) -> list[ContextExample]:
+        """Up to ``k`` library examples for ``question`` (source='library'), best first.
+
+        With the project's ``schema`` both sides are compared masked (their names differ by construction);
+        without it the raw questions are compared.
+        """
+        if k <= 0 or not self.examples:
+            return []
+        wanted = {domain if domain in DOMAINS else "generic", "generic"}
+        masked = schema is not None
+        text = mask_question(question, schema) if schema is not None else question
+        query = embedder.embed([text])[0]
+        similarities = self._matrix(embedder, masked) @ query
+        candidates = [
+            Candidate(
+                example_id=f"library:{example.id}",
+                question=example.question,
+                sql=example.sql,
+                skeleton=example.skeleton,
+                similarity=float(similarity) + (_DOMAIN_BONUS if example.domain == domain else 0.0),
+            )
+            for example, similarity in zip(self.examples, similarities, strict=True)
+            if example.domain in wanted
+        ]
+        chosen = select_from_candidates(candidates, k, diversity=diversity)
+        return [
+            ContextExample(
+                example_id=c.example_id, source="library", question=c.question, sql=c.sql, score=round(s, 4)
+            )
+            for c, s in chosen
+        ]

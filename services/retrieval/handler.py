@@ -1,0 +1,93 @@
+"""Retrieval consumer: query.resolved → retrieval.context with the project's best verified examples and
+domain few-shot examples."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import ClassVar
+
+import asyncpg
+
+from events import ContextReady, ErrorCode, Event, QueryResolved
+from services.common import metrics
+from services.common.consumer import BaseHandler
+from services.common.errors import question_error
+from services.query.projects import load_schema
+from services.retrieval.embedder import Embedder
+from services.retrieval.fewshot import FewshotLibrary
+from services.retrieval.index import VectorIndex
+from services.retrieval.selection import select_examples
+
+
+class RetrievalHandler(BaseHandler):
+    name: ClassVar[str] = "retrieval"
+    subscriptions: ClassVar[dict[str, type[Event]]] = {QueryResolved.topic: QueryResolved}
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        index: VectorIndex,
+        embedder: Embedder,
+        *,
+        top_k: int,
+        fewshot_k: int,
+        library: FewshotLibrary | None = None,
+    ) -> None:
+        self.pool = pool
+        self.index = index
+        self.embedder = embedder
+        self.top_k = top_k
+        self.fewshot_k = fewshot_k
+        self.library = library or FewshotLibrary()
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, QueryResolved)
+        started = time.perf_counter()
+        schema = await load_schema(self.pool, event.schema_version_id)
+        examples = []
+        if self.top_k > 0:
+            examples = await select_examples(
+                self.pool,
+                self.index,
+                self.embedder,
+                project_id=event.project_id,
+                question=event.question,
+                schema=schema,
+                k=self.top_k,
+            )
+        fewshot = []
+        # The project's own examples take precedence: library examples only fill what they leave open.
+        room = max(0, self.fewshot_k - max(0, len(examples) - self.top_k // 2))
+        if room > 0:
+            fewshot = await asyncio.to_thread(
+                self.library.select, event.question, event.domain or "generic", room, self.embedder
+            )
+        metrics.RETRIEVAL_EXAMPLES.observe(len(examples))
+        if examples:
+            metrics.RETRIEVAL_TOP_SCORE.observe(examples[0].score)
+        context = ContextReady(
+            project_id=event.project_id,
+            correlation_id=event.question_event_id,
+            query=event,
+            examples=examples,
+            fewshot=fewshot,
+            timings_ms={"retrieval": (time.perf_counter() - started) * 1000},
+        )
+        return [context.with_derived_id(event.question_event_id, "context")]
+
+    def on_failure(self, event: Event, error: BaseException) -> Sequence[Event]:
+        if not isinstance(event, QueryResolved):
+            return ()
+        return [
+            question_error(
+                project_id=event.project_id,
+                question_event_id=event.question_event_id,
+                conversation_id=event.conversation_id,
+                user_id=event.user_id,
+                code=ErrorCode.internal,
+                stage=self.name,
+                message="Examples could not be retrieved because of an internal error; it was recorded for the operators.",
+            )
+        ]

@@ -1,0 +1,143 @@
+"""A project's LoRA training data: its verified examples, split and rendered exactly as inference prompts them.
+
+Only examples that are verified, not stale (still valid for the current schema) and not rated down are used,
+and only the given project's: an adapter never sees another customer's questions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from services.common.schema import SchemaInfo
+from services.generation.llm.base import ChatMessage
+
+#: Renders the (system, user, ...) prompt messages for a question, as inference does.
+Render = Callable[[str, SchemaInfo], list[ChatMessage]]
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    id: uuid.UUID
+    question: str
+    sql: str
+
+
+@dataclass
+class ProjectDataset:
+    project_id: str
+    schema: SchemaInfo
+    train: list[TrainingExample]
+    validation: list[TrainingExample]
+    render: Render = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.train) + len(self.validation)
+
+    def train_records(self) -> list[dict[str, Any]]:
+        return [{"messages": to_chat(e, self.schema, self.render)} for e in self.train]
+
+    def validation_records(self) -> list[dict[str, Any]]:
+        return [{"messages": to_chat(e, self.schema, self.render)} for e in self.validation]
+
+
+class NoSchema(Exception):
+    """The project has no recorded schema, so its prompts cannot be rendered."""
+
+
+def default_render(question: str, schema: SchemaInfo) -> list[ChatMessage]:
+    """The inference prompt without retrieved or few-shot examples: the adapter must learn to do without."""
+    # Imported here so the training worker and exporters do not need the prompt module at import time.
+    from services.generation.prompt import PromptOptions, build_prompt
+
+    prompt = build_prompt(question, schema, options=PromptOptions())
+    return list(prompt.messages)
+
+
+def assistant_content(sql: str) -> str:
+    return f"```sql\n{sql.strip().rstrip(';')}\n```"
+
+
+def to_chat(example: TrainingExample, schema: SchemaInfo, render: Render) -> list[ChatMessage]:
+    messages = [m for m in render(example.question, schema) if m["role"] != "assistant"]
+    return [*messages, ChatMessage(role="assistant", content=assistant_content(example.sql))]
+
+
+def split(
+    examples: list[TrainingExample], validation_share: float, seed: int
+) -> tuple[list[TrainingExample], list[TrainingExample]]:
+    """Seeded split, independent of the order rows came back in; at least one example on each side from two."""
+    ordered = sorted(examples, key=lambda e: str(e.id))
+    random.Random(seed).shuffle(ordered)
+    if len(ordered) < 2:
+        return ordered, []
+    n_val = min(len(ordered) - 1, max(1, round(len(ordered) * validation_share)))
+    return ordered[n_val:], ordered[:n_val]
+
+
+async def load_examples(pool: asyncpg.Pool, project_id: str) -> list[TrainingExample]:
+    rows = await pool.fetch(
+        "SELECT id, question, sql FROM examples"
+        " WHERE project_id = $1 AND verified AND NOT stale AND NOT rated_down"
+        " ORDER BY created_at, id",
+        project_id,
+    )
+    return [TrainingExample(id=r["id"], question=r["question"], sql=r["sql"]) for r in rows]
+
+
+async def load_schema(pool: asyncpg.Pool, project_id: str) -> SchemaInfo:
+    """The project's current schema (the one inference prompts with), else its newest recorded one."""
+    raw = await pool.fetchval(
+        "SELECT s.schema FROM schema_versions s JOIN projects p ON p.id = s.project_id"
+        " WHERE s.project_id = $1 ORDER BY (s.id = p.current_schema_version_id) DESC, s.id DESC LIMIT 1",
+        project_id,
+    )
+    if raw is None:
+        raise NoSchema(f"project {project_id!r} has no recorded schema")
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    return SchemaInfo.from_json(data)
+
+
+async def load_dataset(
+    pool: asyncpg.Pool,
+    project_id: str,
+    *,
+    validation_share: float,
+    seed: int,
+    render: Render | None = None,
+) -> ProjectDataset:
+    examples = await load_examples(pool, project_id)
+    schema = await load_schema(pool, project_id)
+    train, validation = split(examples, validation_share, seed)
+    return ProjectDataset(project_id, schema, train, validation, render or default_render)
+
+
+async def export_jsonl(pool: asyncpg.Pool, project_id: str, path: Path, *, render: Render | None = None) -> int:
+    """Write the project's usable examples as chat-messages JSONL (``{"messages": [...]}`` a line)."""
+    examples = await load_examples(pool, project_id)
+    schema = await load_schema(pool, project_id) if examples else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for example in examples:
+            assert schema is not None
+            record = {"messages": to_chat(example, schema, render or default_render)}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return len(examples)
+
+
+async def mark_trained(pool: asyncpg.Pool, project_id: str, example_ids: list[uuid.UUID], version: int) -> None:
+    """Remember which model version learnt each example (the trigger counts the examples added since)."""
+    await pool.execute(
+        "UPDATE examples SET trained_in_version = $3, updated_at = now() WHERE project_id = $1 AND id = ANY($2)",
+        project_id,
+        example_ids,
+        version,
+    )

@@ -1,0 +1,335 @@
+"""One LoRA training run: base model + chat examples → a saved peft adapter with metrics.
+
+A plain function of a JSON-able config, so it runs the same inside a Ray task, a subprocess or a test; it
+knows nothing of Kafka or the database. The loss covers the assistant's tokens only (the SQL and the end of
+turn), so the adapter learns to answer the prompt rather than to reproduce it.
+
+The adapter is written to ``<adapter_dir>/<project>/v<version>.partial`` and renamed when complete, so a
+crashed or cancelled run never leaves a directory that looks like a finished adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from services.common.settings import Settings
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+IGNORE_INDEX = -100
+
+
+def adapter_path(adapter_dir: Path | str, project_id: str, version: int) -> Path:
+    return Path(adapter_dir) / project_id / f"v{version}"
+
+
+def make_config(
+    settings: Settings,
+    *,
+    project_id: str,
+    version: int,
+    train: list[dict[str, Any]],
+    validation: list[dict[str, Any]],
+    base_model: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The training config for one run, from settings; ``overrides`` replace any key (tests, benchmarks)."""
+    config: dict[str, Any] = {
+        "project_id": project_id,
+        "version": version,
+        "base_model": base_model or settings.training_base_model,
+        "model_cache_dir": str(settings.model_cache_dir.resolve()),
+        "adapter_dir": str(settings.adapter_dir.resolve()),
+        "train": train,
+        "validation": validation,
+        "lora_r": settings.lora_r,
+        "lora_alpha": settings.lora_alpha,
+        "lora_dropout": settings.lora_dropout,
+        "target_modules": [m.strip() for m in settings.lora_target_modules.split(",") if m.strip()],
+        "epochs": settings.lora_epochs,
+        "learning_rate": settings.lora_learning_rate,
+        "batch_size": settings.lora_batch_size,
+        "max_steps": settings.lora_max_steps,
+        "seed": settings.training_seed,
+        "max_seq_len": settings.llm_context_tokens,
+        "device": "auto",
+        "threads": None,
+    }
+    config.update(overrides)
+    return config
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _token_ids(encoded: Any) -> list[int]:
+    """apply_chat_template returns a list or a BatchEncoding depending on the tokenizer and version."""
+    if hasattr(encoded, "keys") and "input_ids" in encoded:
+        encoded = encoded["input_ids"]
+    return [int(t) for t in encoded]
+
+
+def encode_example(
+    tokenizer: Any, messages: list[dict[str, str]], max_len: int
+) -> tuple[list[int], list[int]] | None:
+    """(input_ids, labels) with labels masked outside the final assistant turn; None if it does not fit."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("a training example must end with the assistant's answer")
+    prompt = _token_ids(
+        tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
+    )
+    full = _token_ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    if full[: len(prompt)] != prompt:
+        # A template that renders the prompt differently once an answer follows: fall back to concatenation.
+        answer = _token_ids(
+            tokenizer(messages[-1]["content"] + (tokenizer.eos_token or ""), add_special_tokens=False)
+        )
+        full = prompt + answer
+    if len(full) > max_len or len(full) <= len(prompt):
+        return None
+    labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
+    return full, labels
+
+
+def _collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _eval_loss(
+    model: Any, encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int, device: str
+) -> float | None:
+    import torch
+
+    if not encoded:
+        return None
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            batch = {
+                k: v.to(device) for k, v in _collate(encoded[start : start + batch_size], pad_id).items()
+            }
+            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            total += float(model(**batch).loss) * n
+            tokens += n
+    model.train()
+    return total / max(tokens, 1)
+
+
+def train_lora(config: dict[str, Any], progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Train one adapter; returns its metrics with ``adapter_path`` and ``checksum`` (sha256 of the weights)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from services.training.base_model import load_base_model, pick_device
+
+    started = time.perf_counter()
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    _seed_everything(int(config["seed"]))
+    device = pick_device(config.get("device", "auto"))
+    report = progress or (lambda _event: None)
+    report({"stage": "loading", "progress": 0.0})
+
+    model, tokenizer = load_base_model(
+        config["base_model"],
+        cache_dir=Path(config["model_cache_dir"]) if config.get("model_cache_dir") else None,
+        device=device,
+    )
+    max_len = int(config.get("max_seq_len") or 2048)
+    train = [e for e in (encode_example(tokenizer, r["messages"], max_len) for r in config["train"]) if e]
+    validation = [
+        e for e in (encode_example(tokenizer, r["messages"], max_len) for r in config["validation"]) if e
+    ]
+    skipped = len(config["train"]) + len(config["validation"]) - len(train) - len(validation)
+    if not train:
+        raise ValueError("no training example fits the model's context")
+
+    lora = LoraConfig(
+        r=int(config["lora_r"]),
+        lora_alpha=int(config["lora_alpha"]),
+        lora_dropout=float(config["lora_dropout"]),
+        target_modules=list(config["target_modules"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=float(config["learning_rate"]), weight_decay=0.0)
+
+    batch_size = int(config["batch_size"])
+    batches_per_epoch = math.ceil(len(train) / batch_size)
+    max_steps = int(config.get("max_steps") or -1)
+    total_steps = (
+        max_steps if max_steps > 0 else max(1, math.ceil(float(config["epochs"]) * batches_per_epoch))
+    )
+    # Linear decay to zero: small adapters on few examples overfit less when the last steps are gentle.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+
+    out_dir = adapter_path(config["adapter_dir"], config["project_id"], int(config["version"]))
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        return _run(
+            config,
+            model,
+            tokenizer,
+            optimizer,
+            scheduler,
+            trainable,
+            train,
+            validation,
+            skipped,
+            total_steps,
+            batches_per_epoch,
+            device,
+            partial,
+            out_dir,
+            started,
+            report,
+        )
+    except BaseException:
+        # Cancelled (KeyboardInterrupt from ray.cancel) or failed: leave nothing half-written behind.
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _run(
+    config: dict[str, Any],
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    scheduler: Any,
+    trainable: list[Any],
+    train: list[tuple[list[int], list[int]]],
+    validation: list[tuple[list[int], list[int]]],
+    skipped: int,
+    total_steps: int,
+    batches_per_epoch: int,
+    device: str,
+    partial: Path,
+    out_dir: Path,
+    started: float,
+    report: ProgressCallback,
+) -> dict[str, Any]:
+    import torch
+
+    batch_size = int(config["batch_size"])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order_rng = random.Random(int(config["seed"]))
+
+    losses: list[float] = []
+    step = 0
+    train_started = time.perf_counter()
+    report({"stage": "training", "progress": 0.0, "step": 0, "total_steps": total_steps})
+    while step < total_steps:
+        order = list(range(len(train)))
+        order_rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            if step >= total_steps:
+                break
+            batch = _collate([train[i] for i in order[start : start + batch_size]], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(float(loss.detach()))
+            event = {
+                "stage": "training",
+                "progress": step / total_steps,
+                "step": step,
+                "total_steps": total_steps,
+                "loss": losses[-1],
+            }
+            (partial / "progress.json").write_text(json.dumps(event))
+            report(event)
+    train_seconds = time.perf_counter() - train_started
+
+    report({"stage": "evaluating", "progress": 1.0, "step": step, "total_steps": total_steps})
+    eval_loss = _eval_loss(model, validation, batch_size, pad_id, device)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    checksum = sha256_file(partial / ADAPTER_WEIGHTS)
+    tail = losses[-max(1, min(len(losses), batches_per_epoch)) :]
+    metrics: dict[str, Any] = {
+        "project_id": config["project_id"],
+        "version": int(config["version"]),
+        "base_model": config["base_model"],
+        "train_loss": sum(tail) / len(tail),
+        "first_loss": losses[0],
+        "eval_loss": eval_loss,
+        "steps": step,
+        "epochs": step * batch_size / len(train),
+        "train_examples": len(train),
+        "validation_examples": len(validation),
+        "skipped_examples": skipped,
+        "seconds": time.perf_counter() - started,
+        "train_seconds": train_seconds,
+        "seconds_per_step": train_seconds / max(step, 1),
+        "device": device,
+        "lora_r": int(config["lora_r"]),
+        "lora_alpha": int(config["lora_alpha"]),
+        "target_modules": list(config["target_modules"]),
+        "checksum": checksum,
+    }
+    (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (partial / "progress.json").unlink(missing_ok=True)
+    if out_dir.exists():  # a retried run of the same version replaces its earlier output
+        shutil.rmtree(out_dir)
+    os.replace(partial, out_dir)
+    report({"stage": "done", "progress": 1.0, "step": step, "total_steps": total_steps})
+    return {**metrics, "adapter_path": str(out_dir)}
+
+
+def read_progress(adapter_dir: Path | str, project_id: str, version: int) -> dict[str, Any] | None:
+    """The last progress a run wrote (polling alternative to the callback, e.g. from another process)."""
+    out_dir = adapter_path(adapter_dir, project_id, version)
+    for candidate in (
+        out_dir.with_name(out_dir.name + ".partial") / "progress.json",
+        out_dir / "metrics.json",
+    ):
+        try:
+            data: dict[str, Any] = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        return data if "stage" in data else {"stage": "done", "progress": 1.0, **data}
+    return None

@@ -1,0 +1,115 @@
+"""Builds each consumer's handler with its adapters from settings. The only place that knows them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from services.common.consumer import BaseHandler
+from services.common.settings import Settings
+
+SERVICES = ("query", "retrieval", "generation", "feedback", "training")
+
+
+@dataclass
+class Overrides:
+    """Injected adapters for tests and benchmarks (a scripted model, a shared embedder, ...)."""
+
+    llm: Any = None
+    embedder: Any = None
+    index: Any = None
+    trainer: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_index(settings: Settings, pool: asyncpg.Pool) -> Any:
+    if settings.vector_backend == "weaviate":
+        from services.retrieval.index_weaviate import WeaviateIndex
+
+        if not settings.weaviate_url:
+            raise SystemExit("QUERYLIFT_VECTOR_BACKEND=weaviate needs QUERYLIFT_WEAVIATE_URL")
+        return WeaviateIndex(settings.weaviate_url)
+    from services.retrieval.index_pgvector import PgVectorIndex
+
+    return PgVectorIndex(pool)
+
+
+def build_llm(settings: Settings) -> Any:
+    from services.generation.llm.factory import build_llm as factory
+    from services.generation.serving import AdapterRoutingLLM
+
+    base = factory(settings)
+    if settings.llm_backend == "transformers":
+        return base
+
+    def adapted() -> Any:
+        from services.generation.llm.transformers_peft import TransformersLLM
+
+        return TransformersLLM(settings)
+
+    # Projects with a LoRA adapter are served by a transformers model; the rest by the configured backend.
+    return AdapterRoutingLLM(base, adapted)
+
+
+def generation_config(settings: Settings) -> Any:
+    from services.generation.pipeline import GenerationConfig
+    from services.generation.prompt import PromptOptions
+
+    return GenerationConfig(
+        prompt=PromptOptions.full(),
+        repair_rounds=settings.repair_rounds,
+        budget_tokens=settings.prompt_token_budget,
+        max_tokens=settings.llm_max_tokens,
+        timeout_s=settings.sql_timeout_s,
+        row_limit=settings.sql_row_limit,
+        preview_rows=settings.preview_rows,
+    )
+
+
+async def build_handler(
+    name: str, settings: Settings, pool: asyncpg.Pool, overrides: Overrides | None = None
+) -> BaseHandler:
+    o = overrides or Overrides()
+    if name == "query":
+        from services.query.handler import QueryHandler
+
+        return QueryHandler(pool)
+    if name == "retrieval":
+        from services.retrieval.embedder import get_embedder
+        from services.retrieval.handler import RetrievalHandler
+
+        return RetrievalHandler(
+            pool,
+            o.index or build_index(settings, pool),
+            o.embedder or get_embedder(settings.embedding_model),
+            top_k=settings.retrieval_top_k,
+            fewshot_k=settings.fewshot_top_k,
+        )
+    if name == "generation":
+        from services.common.customer_db import CustomerDatabases
+        from services.generation.handler import GenerationHandler
+
+        return GenerationHandler(
+            pool, o.llm or build_llm(settings), CustomerDatabases(), generation_config(settings)
+        )
+    if name == "feedback":
+        from services.common.customer_db import CustomerDatabases
+        from services.feedback.handler import FeedbackHandler
+        from services.feedback.learn import Learner
+        from services.retrieval.embedder import get_embedder
+
+        learner = Learner(
+            pool,
+            o.index or build_index(settings, pool),
+            o.embedder or get_embedder(settings.embedding_model),
+            CustomerDatabases(),
+            sql_timeout_s=settings.sql_timeout_s,
+        )
+        return FeedbackHandler(pool, learner, training_threshold=settings.training_threshold)
+    if name == "training":
+        from services.training.handler import TrainingHandler
+
+        return TrainingHandler(pool, settings, trainer=o.trainer)
+    raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
