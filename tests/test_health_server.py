@@ -55,7 +55,9 @@ async def _raw(url: str, payload: bytes, *, close_write: bool = True) -> bytes:
     return data
 
 
-async def test_metrics_exposes_querylift_metrics_in_prometheus_format(server: tuple[str, dict[str, Switch]]) -> None:
+async def test_metrics_exposes_querylift_metrics_in_prometheus_format(
+    server: tuple[str, dict[str, Switch]],
+) -> None:
     url, _ = server
     metrics.record_sql_execution("healthsrv-proj", "ok")
     metrics.record_sql_execution("healthsrv-proj", "timeout")

@@ -56,68 +56,103 @@ def cli_main(argv: list[str]) -> int:
 
 
 def _samples() -> dict[type[BaseModel], BaseModel]:
-    question = ChatQuestion(project_id="acme-shop", conversation_id="c1", user_id="u1", question="How many orders?")
-    resolved = QueryResolved(
-        project_id="acme-shop",
-        question_event_id=question.event_id,
-        correlation_id=question.event_id,
-        conversation_id="c1",
-        user_id="u1",
-        question="How many orders in May?",
-        asked_at_ms=1.7e12,
-        dialect="postgres",
-        schema_version_id=3,
-        history=[Turn(question="How many orders?", sql="SELECT count(*) FROM orders", answer_text="42")],
-        timings_ms={"query": 3.5},
+    question = ChatQuestion.model_validate(
+        dict(project_id="acme-shop", conversation_id="c1", user_id="u1", question="How many orders?")
     )
-    answer = ChatAnswer(
-        project_id="acme-shop",
-        question_event_id=question.event_id,
-        conversation_id="c1",
-        user_id="u1",
-        question="Orders per month",
-        answer_text="12 months of orders",
-        sql="SELECT month, count(*) FROM orders GROUP BY month",
-        columns=["month", "count"],
-        rows_preview=[["2024-05", 12], ["2024-06", None]],
-        row_count=2,
-        chart=ChartSpec(type=ChartType.bar, x="month", y=["count"], title="Orders per month"),
-        model="qwen2.5-coder-0.5b-instruct",
-        adapter_version=2,
-        arm="candidate",
-        examples_used=[UsedExample(example_id="e1", source="project", score=0.91)],
-        timings_ms={"llm": 812.0},
+    resolved = QueryResolved.model_validate(
+        dict(
+            project_id="acme-shop",
+            question_event_id=question.event_id,
+            correlation_id=question.event_id,
+            conversation_id="c1",
+            user_id="u1",
+            question="How many orders in May?",
+            asked_at_ms=1.7e12,
+            dialect="postgres",
+            schema_version_id=3,
+            history=[Turn(question="How many orders?", sql="SELECT count(*) FROM orders", answer_text="42")],
+            timings_ms={"query": 3.5},
+        )
+    )
+    answer = ChatAnswer.model_validate(
+        dict(
+            project_id="acme-shop",
+            question_event_id=question.event_id,
+            conversation_id="c1",
+            user_id="u1",
+            question="Orders per month",
+            answer_text="12 months of orders",
+            sql="SELECT month, count(*) FROM orders GROUP BY month",
+            columns=["month", "count"],
+            rows_preview=[["2024-05", 12], ["2024-06", None]],
+            row_count=2,
+            chart=ChartSpec.model_validate(
+                {"type": ChartType.bar, "x": "month", "y": ["count"], "title": "Orders"}
+            ),
+            model="qwen2.5-coder-0.5b-instruct",
+            adapter_version=2,
+            arm="candidate",
+            examples_used=[UsedExample(example_id="e1", source="project", score=0.91)],
+            timings_ms={"llm": 812.0},
+        )
     )
     return {
         ChatQuestion: question,
         QueryResolved: resolved,
-        ContextReady: ContextReady(
-            project_id="acme-shop",
-            query=resolved,
-            examples=[ContextExample(example_id="e1", source="project", question="q", sql="SELECT 1", score=0.8)],
+        ContextReady: ContextReady.model_validate(
+            dict(
+                project_id="acme-shop",
+                query=resolved,
+                examples=[
+                    ContextExample(example_id="e1", source="project", question="q", sql="SELECT 1", score=0.8)
+                ],
+            )
         ),
         ChatAnswer: answer,
-        ChatError: ChatError(
-            project_id="acme-shop", code=ErrorCode.invalid_sql, message="no such column", stage="generation"
+        ChatError: ChatError.model_validate(
+            dict(
+                project_id="acme-shop",
+                code=ErrorCode.invalid_sql,
+                message="no such column",
+                stage="generation",
+            )
         ),
-        ChatFeedback: ChatFeedback(project_id="acme-shop", answer_id=answer.event_id, rating=4, chart_relevant=True),
-        TrainingRequested: TrainingRequested(project_id="acme-shop", examples_count=150, new_examples=100, threshold=100),
-        TrainingStatus: TrainingStatus(
-            project_id="acme-shop", job_id=uuid.uuid4(), status="running", progress=0.5, metrics={"loss": 1.2}
+        ChatFeedback: ChatFeedback.model_validate(
+            dict(project_id="acme-shop", answer_id=answer.event_id, rating=4, chart_relevant=True)
         ),
-        ModelUpdated: ModelUpdated(
-            project_id="acme-shop", model_version_id=7, version=2, base_model="smollm2-135m-instruct", status="active"
+        TrainingRequested: TrainingRequested.model_validate(
+            dict(project_id="acme-shop", examples_count=150, new_examples=100, threshold=100)
         ),
-        DeadLetter: DeadLetter(
-            consumer="query",
-            source_topic="chat.question",
-            partition=0,
-            offset=17,
-            key="acme-shop",
-            reason="unparseable",
-            error="not UTF-8 JSON",
-            payload_text="{oops",
-            payload_size=5,
+        TrainingStatus: TrainingStatus.model_validate(
+            dict(
+                project_id="acme-shop",
+                job_id=uuid.uuid4(),
+                status="running",
+                progress=0.5,
+                metrics={"loss": 1.2},
+            )
+        ),
+        ModelUpdated: ModelUpdated.model_validate(
+            dict(
+                project_id="acme-shop",
+                model_version_id=7,
+                version=2,
+                base_model="smollm2-135m-instruct",
+                status="active",
+            )
+        ),
+        DeadLetter: DeadLetter.model_validate(
+            dict(
+                consumer="query",
+                source_topic="chat.question",
+                partition=0,
+                offset=17,
+                key="acme-shop",
+                reason="unparseable",
+                error="not UTF-8 JSON",
+                payload_text="{oops",
+                payload_size=5,
+            )
         ),
     }
 
@@ -139,7 +174,8 @@ def test_committed_schemas_match_the_models() -> None:
 
 def test_every_event_type_and_the_dead_letter_is_exported() -> None:
     names = set(render_all())
-    for model in (*EVENT_TYPES, DeadLetter):
+    models: tuple[type[BaseModel], ...] = (*EVENT_TYPES, DeadLetter)
+    for model in models:
         assert schema_filename(model) in names
     assert len({schema_filename(m) for m in EXPORTED_TYPES}) == len(EXPORTED_TYPES)
 

@@ -89,16 +89,26 @@ DIALECT_REJECTIONS: list[tuple[str, str, str]] = [
     ("sqlite", "SELECT name FROM city; SELECT name FROM country", "multiple_statements"),
     ("sqlite", "SELECT 1; DROP TABLE city", "multiple_statements"),
     ("sqlite", "SELECT * INTO backup FROM city", "not_read_only"),
+    ("sqlite", "SELECT * FROM pragma_table_info('city')", "forbidden"),
+    ("sqlite", "SELECT * FROM pragma_database_list", "forbidden"),
     # PostgreSQL
     ("postgres", "WITH d AS (DELETE FROM city RETURNING *) SELECT * FROM d", "not_read_only"),
     ("postgres", "WITH u AS (UPDATE city SET name = 'x' RETURNING id) SELECT id FROM u", "not_read_only"),
-    ("postgres", "WITH i AS (INSERT INTO city (id) VALUES (5) RETURNING id) SELECT id FROM i", "not_read_only"),
+    (
+        "postgres",
+        "WITH i AS (INSERT INTO city (id) VALUES (5) RETURNING id) SELECT id FROM i",
+        "not_read_only",
+    ),
     ("postgres", "SELECT * INTO city_copy FROM city", "not_read_only"),
     ("postgres", "SELECT * FROM city FOR UPDATE", "not_read_only"),
     ("postgres", "SELECT * FROM city FOR SHARE", "not_read_only"),
     ("postgres", "SELECT * FROM city FOR NO KEY UPDATE", "not_read_only"),
     ("postgres", "SELECT name FROM (SELECT name FROM city FOR UPDATE) AS c", "not_read_only"),
-    ("postgres", "MERGE INTO city c USING country k ON c.id = k.id WHEN MATCHED THEN DELETE", "not_read_only"),
+    (
+        "postgres",
+        "MERGE INTO city c USING country k ON c.id = k.id WHEN MATCHED THEN DELETE",
+        "not_read_only",
+    ),
     ("postgres", "TRUNCATE city", "not_read_only"),
     ("postgres", "GRANT SELECT ON city TO public", "not_read_only"),
     ("postgres", "REVOKE SELECT ON city FROM public", "not_read_only"),
@@ -140,7 +150,16 @@ DIALECT_REJECTIONS: list[tuple[str, str, str]] = [
     ("postgres", "SELECT * FROM other_schema.city", "forbidden"),
     ("postgres", "SELECT * FROM otherdb.public.city", "forbidden"),
     ("postgres", "SELECT $1", "forbidden"),
+    ("postgres", "SELECT * FROM city, LATERAL pg_sleep(1)", "forbidden"),
+    ("postgres", "SELECT name FROM city UNION ALL SELECT passwd FROM pg_shadow", "forbidden"),
+    ("postgres", "SELECT * FROM city WHERE id = (SELECT pg_sleep(1))", "forbidden"),
+    ("postgres", "SELECT pg_catalog.lower(name) FROM city", "forbidden"),
+    ("postgres", 'SELECT "pg_sleep"(1)', "forbidden"),
+    ("postgres", "TABLE city", "not_read_only"),
+    ("postgres", "VALUES (1)", "not_read_only"),
+    ("postgres", "(DELETE FROM city)", "parse_error"),
     ("postgres", "SELECT 1; SELECT 2", "multiple_statements"),
+    ("postgres", "SELECT/**/1;DROP TABLE city", "multiple_statements"),
     ("postgres", "SELECT name FROM city;\nDELETE FROM city", "multiple_statements"),
     # MySQL / MariaDB
     ("mysql", "REPLACE INTO city (id, name) VALUES (1, 'x')", "not_read_only"),
@@ -178,6 +197,7 @@ DIALECT_REJECTIONS: list[tuple[str, str, str]] = [
     ("mysql", "SELECT * FROM sys.sys_config", "forbidden"),
     ("mysql", "SELECT * FROM otherdb.city", "forbidden"),
     ("mysql", "SELECT 1; SELECT 2", "multiple_statements"),
+    ("mysql", "SELECT 1 -- x\n; DROP TABLE city", "multiple_statements"),
     ("mysql", "SELECT name FROM city; UPDATE city SET name = 'x'", "multiple_statements"),
 ]
 
@@ -203,37 +223,67 @@ ACCEPTED: list[tuple[str, str]] = [
     ("sqlite", "SELECT name FROM city;"),
     ("sqlite", "select NAME from CITY where Population > 1000"),
     ("sqlite", "SELECT c.name, k.name FROM city AS c JOIN country AS k ON c.country_id = k.id"),
-    ("sqlite", "SELECT k.continent, SUM(c.population) AS total FROM city c JOIN country k "
-     "ON c.country_id = k.id GROUP BY k.continent HAVING SUM(c.population) > 10 ORDER BY total DESC"),
+    (
+        "sqlite",
+        "SELECT k.continent, SUM(c.population) AS total FROM city c JOIN country k "
+        "ON c.country_id = k.id GROUP BY k.continent HAVING SUM(c.population) > 10 ORDER BY total DESC",
+    ),
     ("sqlite", "SELECT name FROM city ORDER BY population DESC LIMIT 5 OFFSET 5"),
     ("sqlite", "SELECT strftime('%Y', founded) AS y, COUNT(*) FROM city GROUP BY y"),
     ("sqlite", "SELECT date('now', '-7 days')"),
     ("sqlite", "SELECT rowid, name FROM city"),
-    ("sqlite", "SELECT \"name\" FROM \"city\""),
+    ("sqlite", 'SELECT "name" FROM "city"'),
     ("sqlite", "SELECT name FROM city UNION SELECT name FROM country"),
     ("sqlite", "SELECT name FROM city INTERSECT SELECT name FROM country"),
     ("sqlite", "SELECT name FROM city EXCEPT SELECT name FROM country ORDER BY name"),
     ("sqlite", "SELECT * FROM main.city"),
     ("sqlite", "SELECT o.OrderID, o.amount FROM Orders o WHERE o.amount > (SELECT AVG(amount) FROM orders)"),
-    ("postgres", "SELECT name, population, RANK() OVER (PARTITION BY country_id ORDER BY population DESC) "
-     "AS r FROM city"),
-    ("postgres", "SELECT name, CASE WHEN population > 1000000 THEN 'big' ELSE 'small' END AS size FROM city "
-     "ORDER BY size, name"),
+    (
+        "postgres",
+        "SELECT name, population, RANK() OVER (PARTITION BY country_id ORDER BY population DESC) "
+        "AS r FROM city",
+    ),
+    (
+        "postgres",
+        "SELECT name, CASE WHEN population > 1000000 THEN 'big' ELSE 'small' END AS size FROM city "
+        "ORDER BY size, name",
+    ),
     ("postgres", "SELECT COUNT(DISTINCT country_id) FROM city"),
-    ("postgres", "SELECT DATE_TRUNC('month', placed_at) AS m, SUM(amount) FROM \"Orders\" GROUP BY 1 ORDER BY 1"),
-    ("postgres", "SELECT EXTRACT(YEAR FROM founded) AS y FROM city WHERE founded > CURRENT_DATE - INTERVAL '10 years'"),
-    ("postgres", "WITH big AS (SELECT id, name FROM city WHERE population > 100) SELECT b.name FROM big AS b"),
-    ("postgres", "WITH per AS (SELECT country_id, COUNT(*) AS n FROM city GROUP BY country_id) "
-     "SELECT k.name, per.n FROM per JOIN country k ON k.id = per.country_id ORDER BY per.n DESC"),
-    ("postgres", "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 5) SELECT n FROM seq"),
+    (
+        "postgres",
+        "SELECT DATE_TRUNC('month', placed_at) AS m, SUM(amount) FROM \"Orders\" GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "postgres",
+        "SELECT EXTRACT(YEAR FROM founded) AS y FROM city WHERE founded > CURRENT_DATE - INTERVAL '10 years'",
+    ),
+    (
+        "postgres",
+        "WITH big AS (SELECT id, name FROM city WHERE population > 100) SELECT b.name FROM big AS b",
+    ),
+    (
+        "postgres",
+        "WITH per AS (SELECT country_id, COUNT(*) AS n FROM city GROUP BY country_id) "
+        "SELECT k.name, per.n FROM per JOIN country k ON k.id = per.country_id ORDER BY per.n DESC",
+    ),
+    (
+        "postgres",
+        "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 5) SELECT n FROM seq",
+    ),
     ("postgres", "SELECT t.name FROM (SELECT name, population FROM city) AS t WHERE t.population > 5"),
     ("postgres", "SELECT * FROM (SELECT * FROM city) AS t WHERE t.population > 5"),
-    ("postgres", "SELECT name FROM city c WHERE EXISTS (SELECT 1 FROM country k WHERE k.id = c.country_id "
-     "AND continent = 'Asia')"),
+    (
+        "postgres",
+        "SELECT name FROM city c WHERE EXISTS (SELECT 1 FROM country k WHERE k.id = c.country_id "
+        "AND continent = 'Asia')",
+    ),
     ("postgres", "SELECT name FROM city WHERE country_id IN (SELECT id FROM country WHERE gdp > 1.5)"),
     ("postgres", "SELECT public.city.name FROM public.city"),
     ("postgres", "SELECT name FROM city ORDER BY name NULLS LAST LIMIT 10"),
-    ("postgres", "SELECT DISTINCT ON (country_id) country_id, name FROM city ORDER BY country_id, population DESC"),
+    (
+        "postgres",
+        "SELECT DISTINCT ON (country_id) country_id, name FROM city ORDER BY country_id, population DESC",
+    ),
     ("postgres", "SELECT name::text, population::numeric / 1000 FROM city"),
     ("postgres", "SELECT COUNT(*) FILTER (WHERE population > 10) FROM city"),
     ("postgres", "SELECT x FROM generate_series(1, 3) AS g(x)"),
@@ -243,11 +293,23 @@ ACCEPTED: list[tuple[str, str]] = [
     ("mysql", "SELECT name FROM city WHERE founded > DATE_SUB(NOW(), INTERVAL 7 DAY)"),
     ("mysql", "SELECT YEAR(founded) AS y, COUNT(*) AS n FROM city GROUP BY y HAVING n > 1 ORDER BY n DESC"),
     ("mysql", "SELECT IFNULL(name, 'none'), CONCAT(name, '!') FROM country"),
-    ("mysql", "SELECT name, SUM(population) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) "
-     "FROM city"),
+    (
+        "mysql",
+        "SELECT name, SUM(population) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) "
+        "FROM city",
+    ),
     ("mysql", "SELECT 1 FROM dual"),
+    ("mysql", "SELECT DATE_FORMAT(founded, '%Y-%m') AS ym, COUNT(*) FROM city GROUP BY ym"),
+    (
+        "sqlite",
+        "SELECT CAST(strftime('%Y', founded) AS INTEGER), julianday('now') - julianday(founded) FROM city",
+    ),
+    ("postgres", "SELECT to_char(founded, 'YYYY'), now() - founded FROM city WHERE name ILIKE '%a%'"),
     ("mysql", "SELECT name FROM city WHERE name LIKE 'A%' AND name <> 'INSERT INTO x; DROP TABLE city'"),
-    ("mysql", "SELECT k.name, COUNT(c.id) FROM country k LEFT JOIN city c ON c.country_id = k.id GROUP BY k.name"),
+    (
+        "mysql",
+        "SELECT k.name, COUNT(c.id) FROM country k LEFT JOIN city c ON c.country_id = k.id GROUP BY k.name",
+    ),
 ]
 
 
@@ -269,19 +331,35 @@ SCHEMA_CASES: list[tuple[str, str, str, str]] = [
     ("sqlite", "SELECT pop FROM city", "unknown_column", "population"),
     ("sqlite", "SELECT city.pop FROM city", "unknown_column", "city.pop"),
     ("sqlite", "SELECT c.pop FROM city c", "unknown_column", "c.pop"),
-    ("sqlite", "SELECT name FROM city WHERE name = \"Paris\"", "unknown_column", "single quotes"),
+    ("sqlite", 'SELECT name FROM city WHERE name = "Paris"', "unknown_column", "single quotes"),
     ("postgres", "SELECT k.name FROM city c", "unknown_table", "k"),
-    ("postgres", "SELECT c.continent FROM city c JOIN country k ON c.country_id = k.id", "unknown_column",
-     "c.continent"),
+    (
+        "postgres",
+        "SELECT c.continent FROM city c JOIN country k ON c.country_id = k.id",
+        "unknown_column",
+        "c.continent",
+    ),
     ("postgres", "SELECT name FROM city ORDER BY pop", "unknown_column", "pop"),
-    ("postgres", "SELECT country_id, COUNT(*) AS n FROM city GROUP BY country_id HAVING total > 1",
-     "unknown_column", "total"),
-    ("postgres", "WITH big AS (SELECT name FROM city) SELECT b.population FROM big b", "unknown_column",
-     "b.population"),
+    (
+        "postgres",
+        "SELECT country_id, COUNT(*) AS n FROM city GROUP BY country_id HAVING total > 1",
+        "unknown_column",
+        "total",
+    ),
+    (
+        "postgres",
+        "WITH big AS (SELECT name FROM city) SELECT b.population FROM big b",
+        "unknown_column",
+        "b.population",
+    ),
     ("postgres", "SELECT t.name FROM (SELECT name AS n FROM city) t", "unknown_column", "t.name"),
     ("postgres", "SELECT * FROM (SELECT * FROM city) t WHERE t.gdp > 1", "unknown_column", "t.gdp"),
-    ("postgres", "SELECT name FROM city WHERE id IN (SELECT city_no FROM \"Orders\")", "unknown_column",
-     "city_no"),
+    (
+        "postgres",
+        'SELECT name FROM city WHERE id IN (SELECT city_no FROM "Orders")',
+        "unknown_column",
+        "city_no",
+    ),
     ("postgres", "SELECT name FROM city UNION SELECT nom FROM country", "unknown_column", "nom"),
     ("mysql", "SELECT name FROM citys", "unknown_table", "city"),
     ("mysql", "SELECT amount FROM city", "unknown_column", "amount"),
@@ -310,7 +388,13 @@ def test_referenced_tables_and_columns_are_reported() -> None:
     )
     assert result.ok
     assert result.tables == {"city", "country"}
-    assert result.columns == {"city.name", "city.country_id", "city.population", "country.continent", "country.id"}
+    assert result.columns == {
+        "city.name",
+        "city.country_id",
+        "city.population",
+        "country.continent",
+        "country.id",
+    }
 
 
 def test_cleaned_sql_drops_comments_and_semicolon() -> None:
@@ -325,9 +409,7 @@ def test_mysql_executable_comment_cannot_smuggle_code() -> None:
     assert "SLEEP" not in result.sql.upper()
 
 
-@pytest.mark.parametrize(
-    "sql", ["", "   ", ";", " ;; ", "-- only a comment"]
-)
+@pytest.mark.parametrize("sql", ["", "   ", ";", " ;; ", "-- only a comment"])
 def test_empty(sql: str) -> None:
     assert check_sql(sql, make_schema("sqlite")).code == "empty"
 
@@ -370,7 +452,10 @@ EXTRACT_CASES: list[tuple[str, str]] = [
     ("SELECT name FROM city;;  \n", "SELECT name FROM city"),
     ("```sql\nSELECT name\nFROM city\n```", "SELECT name\nFROM city"),
     ("```SQL\nSELECT 1;\n```\nThis returns one.", "SELECT 1"),
-    ("Here is the query:\n```sql\nSELECT name FROM city;\n```\nIt lists the cities.", "SELECT name FROM city"),
+    (
+        "Here is the query:\n```sql\nSELECT name FROM city;\n```\nIt lists the cities.",
+        "SELECT name FROM city",
+    ),
     ("```\nSELECT name FROM city\n```", "SELECT name FROM city"),
     ("```sql\nSELECT name FROM city", "SELECT name FROM city"),
     ("SQL: SELECT name FROM city", "SELECT name FROM city"),
@@ -386,7 +471,10 @@ EXTRACT_CASES: list[tuple[str, str]] = [
         "WITH big AS (\n  SELECT id FROM city\n)\nSELECT id FROM big",
     ),
     ("The answer:\nWITH t AS (SELECT 1 AS x) SELECT x FROM t;", "WITH t AS (SELECT 1 AS x) SELECT x FROM t"),
-    ("SELECT name\nFROM city\nWHERE population > 5\nORDER BY name", "SELECT name\nFROM city\nWHERE population > 5\nORDER BY name"),
+    (
+        "SELECT name\nFROM city\nWHERE population > 5\nORDER BY name",
+        "SELECT name\nFROM city\nWHERE population > 5\nORDER BY name",
+    ),
     ("SELECT 1; DROP TABLE city", "SELECT 1; DROP TABLE city"),
     ("DROP TABLE city;", "DROP TABLE city"),
     ("I cannot answer that question.", ""),

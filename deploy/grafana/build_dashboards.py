@@ -68,13 +68,21 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": options | panel.extra,
         "targets": [
-            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend, "range": True}
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DATASOURCE,
+                "expr": expr,
+                "legendFormat": legend,
+                "range": True,
+            }
             for i, (expr, legend) in enumerate(panel.targets)
         ],
     }
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[Panel], *, project_var: bool = True) -> dict[str, Any]:
+def dashboard(
+    uid: str, title: str, description: str, panels: list[Panel], *, project_var: bool = True
+) -> dict[str, Any]:
     laid_out = []
     x = y = row_height = 0
     for i, panel in enumerate(panels, start=1):
@@ -212,7 +220,12 @@ def accuracy() -> dict[str, Any]:
         ),
         Panel(
             "Corrected SQL received per hour",
-            [(f"sum by (project) (increase(querylift_feedback_corrections_total{{{P}}}[1h]))", "{{project}}")],
+            [
+                (
+                    f"sum by (project) (increase(querylift_feedback_corrections_total{{{P}}}[1h]))",
+                    "{{project}}",
+                )
+            ],
             bars=True,
         ),
         Panel(
@@ -249,7 +262,9 @@ def accuracy() -> dict[str, Any]:
     )
 
 
-def _quantiles(bucket: str, by: str, quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[tuple[str, str]]:
+def _quantiles(
+    bucket: str, by: str, quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)
+) -> list[tuple[str, str]]:
     return [
         (
             f"histogram_quantile({q}, sum by ({by}, le) (rate({bucket}[{RI}])))",
@@ -261,9 +276,21 @@ def _quantiles(bucket: str, by: str, quantiles: tuple[float, ...] = (0.5, 0.95, 
 
 def latency() -> dict[str, Any]:
     panels = [
-        Panel("Stage latency p50", _quantiles("querylift_stage_duration_seconds_bucket", "stage", (0.5,)), unit="s"),
-        Panel("Stage latency p95", _quantiles("querylift_stage_duration_seconds_bucket", "stage", (0.95,)), unit="s"),
-        Panel("Stage latency p99", _quantiles("querylift_stage_duration_seconds_bucket", "stage", (0.99,)), unit="s"),
+        Panel(
+            "Stage latency p50",
+            _quantiles("querylift_stage_duration_seconds_bucket", "stage", (0.5,)),
+            unit="s",
+        ),
+        Panel(
+            "Stage latency p95",
+            _quantiles("querylift_stage_duration_seconds_bucket", "stage", (0.95,)),
+            unit="s",
+        ),
+        Panel(
+            "Stage latency p99",
+            _quantiles("querylift_stage_duration_seconds_bucket", "stage", (0.99,)),
+            unit="s",
+        ),
         Panel(
             "Question to answer (end to end)",
             _quantiles(f"querylift_answer_latency_seconds_bucket{{{P}}}", "project", (0.5, 0.95)),
@@ -281,7 +308,12 @@ def latency() -> dict[str, Any]:
         ),
         Panel(
             "Language model tokens per second",
-            [(f"sum by (direction, model) (rate(querylift_llm_tokens_total[{RI}]))", "{{model}} {{direction}}")],
+            [
+                (
+                    f"sum by (direction, model) (rate(querylift_llm_tokens_total[{RI}]))",
+                    "{{model}} {{direction}}",
+                )
+            ],
             unit="short",
         ),
         Panel(
@@ -307,7 +339,12 @@ def throughput() -> dict[str, Any]:
     panels = [
         Panel(
             "Events consumed",
-            [(f"sum by (consumer, topic) (rate(querylift_events_consumed_total[{RI}]))", "{{consumer}} ← {{topic}}")],
+            [
+                (
+                    f"sum by (consumer, topic) (rate(querylift_events_consumed_total[{RI}]))",
+                    "{{consumer}} ← {{topic}}",
+                )
+            ],
             unit="reqps",
         ),
         Panel(
@@ -328,13 +365,23 @@ def throughput() -> dict[str, Any]:
         ),
         Panel(
             "Failed events",
-            [(f"sum by (consumer, reason) (rate(querylift_events_failed_total[{RI}]))", "{{consumer}}: {{reason}}")],
+            [
+                (
+                    f"sum by (consumer, reason) (rate(querylift_events_failed_total[{RI}]))",
+                    "{{consumer}}: {{reason}}",
+                )
+            ],
             unit="reqps",
             stacked=True,
         ),
         Panel(
             "Dead letters (per 5 min)",
-            [("sum by (consumer, reason) (increase(querylift_dead_letters_total[5m]))", "{{consumer}}: {{reason}}")],
+            [
+                (
+                    "sum by (consumer, reason) (increase(querylift_dead_letters_total[5m]))",
+                    "{{consumer}}: {{reason}}",
+                )
+            ],
             bars=True,
         ),
         Panel(
@@ -435,7 +482,9 @@ DASHBOARDS = {
 
 
 def render() -> dict[str, str]:
-    return {name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
+    return {
+        name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()
+    }
 
 
 def main(out: Path = OUT) -> int:

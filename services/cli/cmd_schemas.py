@@ -9,15 +9,21 @@ from events.export import drift, write_all
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("schemas", help="Export or check the event JSON Schemas and AsyncAPI document.")
+    parser = subparsers.add_parser(
+        "schemas", help="Export or check the event JSON Schemas and AsyncAPI document."
+    )
     sub = parser.add_subparsers(dest="schemas_command", required=True)
 
     export = sub.add_parser("export", help="Write schemas/<type>.v<version>.json and schemas/asyncapi.yaml.")
-    export.add_argument("--out", type=Path, default=Path("schemas"), help="Output folder (default: schemas/).")
+    export.add_argument(
+        "--out", type=Path, default=Path("schemas"), help="Output folder (default: schemas/)."
+    )
     export.set_defaults(func=_export)
 
     check = sub.add_parser("check", help="Exit 1 when the files in --out differ from the event models.")
-    check.add_argument("--out", type=Path, default=Path("schemas"), help="Folder to compare (default: schemas/).")
+    check.add_argument(
+        "--out", type=Path, default=Path("schemas"), help="Folder to compare (default: schemas/)."
+    )
     check.set_defaults(func=_check)
 
 

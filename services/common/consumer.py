@@ -38,9 +38,11 @@ MAX_EVENT_BYTES = 1_000_000
 _PAYLOAD_KEEP = 20_000
 _RETRYABLE_INFRA = (
     OSError,
-    asyncpg.PostgresConnectionStatusError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
 )
 
 

@@ -139,9 +139,7 @@ async def _respond(head: bytes, checks: Mapping[str, Check], registry: Collector
         "checks": results,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }
-    return _response(
-        200 if healthy else 503, json.dumps(body).encode(), "application/json", head=head_only
-    )
+    return _response(200 if healthy else 503, json.dumps(body).encode(), "application/json", head=head_only)
 
 
 async def start_health_server(

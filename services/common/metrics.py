@@ -12,19 +12,31 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 EVENTS_CONSUMED = Counter(
     "querylift_events_consumed_total", "Events read from a topic.", ["consumer", "topic"]
 )
-EVENTS_PRODUCED = Counter("querylift_events_produced_total", "Events published to a topic.", ["consumer", "topic"])
+EVENTS_PRODUCED = Counter(
+    "querylift_events_produced_total", "Events published to a topic.", ["consumer", "topic"]
+)
 EVENTS_FAILED = Counter(
-    "querylift_events_failed_total", "Events that could not be handled (dead-lettered).", ["consumer", "topic", "reason"]
+    "querylift_events_failed_total",
+    "Events that could not be handled (dead-lettered).",
+    ["consumer", "topic", "reason"],
 )
 EVENTS_DUPLICATE = Counter(
     "querylift_events_duplicate_total", "Redelivered events skipped by idempotency.", ["consumer", "topic"]
 )
-DEAD_LETTERS = Counter("querylift_dead_letters_total", "Events sent to the dead-letter topic.", ["consumer", "reason"])
+DEAD_LETTERS = Counter(
+    "querylift_dead_letters_total", "Events sent to the dead-letter topic.", ["consumer", "reason"]
+)
 HANDLER_SECONDS = Histogram(
-    "querylift_handler_duration_seconds", "Time to handle one event.", ["consumer", "topic"], buckets=_LATENCY_BUCKETS
+    "querylift_handler_duration_seconds",
+    "Time to handle one event.",
+    ["consumer", "topic"],
+    buckets=_LATENCY_BUCKETS,
 )
 STAGE_SECONDS = Histogram(
-    "querylift_stage_duration_seconds", "Time spent in one pipeline stage.", ["stage"], buckets=_LATENCY_BUCKETS
+    "querylift_stage_duration_seconds",
+    "Time spent in one pipeline stage.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
 )
 ANSWER_SECONDS = Histogram(
     "querylift_answer_latency_seconds",
@@ -32,7 +44,9 @@ ANSWER_SECONDS = Histogram(
     ["project"],
     buckets=_LATENCY_BUCKETS,
 )
-CONSUMER_LAG = Gauge("querylift_consumer_lag", "Messages behind the partition end.", ["consumer", "topic", "partition"])
+CONSUMER_LAG = Gauge(
+    "querylift_consumer_lag", "Messages behind the partition end.", ["consumer", "topic", "partition"]
+)
 UP = Gauge("querylift_consumer_up", "1 while the consumer loop runs.", ["consumer"])
 
 # --- answers and SQL ------------------------------------------------------------------------------------
@@ -60,7 +74,9 @@ SQL_REPAIRS = Counter("querylift_sql_repairs_total", "Repair rounds that changed
 
 # --- language model -------------------------------------------------------------------------------------
 LLM_TOKENS = Counter(
-    "querylift_llm_tokens_total", "Tokens sent to (in) and produced by (out) the language model.", ["direction", "model"]
+    "querylift_llm_tokens_total",
+    "Tokens sent to (in) and produced by (out) the language model.",
+    ["direction", "model"],
 )
 LLM_SECONDS = Histogram(
     "querylift_llm_duration_seconds", "Time of one language-model call.", ["model"], buckets=_LATENCY_BUCKETS
@@ -81,17 +97,23 @@ RETRIEVAL_TOP_SCORE = Histogram(
 )
 
 # --- feedback -------------------------------------------------------------------------------------------
-FEEDBACK_RATINGS = Counter("querylift_feedback_ratings_total", "User ratings received, 1 to 5.", ["project", "rating"])
+FEEDBACK_RATINGS = Counter(
+    "querylift_feedback_ratings_total", "User ratings received, 1 to 5.", ["project", "rating"]
+)
 # Summing the rating values lets PromQL compute the mean rating as points / ratings without per-value terms.
 FEEDBACK_RATING_POINTS = Counter(
     "querylift_feedback_rating_points_total", "Sum of all rating values received.", ["project"]
 )
-FEEDBACK_THUMBS = Counter("querylift_feedback_thumbs_total", "Thumbs received (up, down).", ["project", "thumbs"])
+FEEDBACK_THUMBS = Counter(
+    "querylift_feedback_thumbs_total", "Thumbs received (up, down).", ["project", "thumbs"]
+)
 FEEDBACK_CORRECTIONS = Counter(
     "querylift_feedback_corrections_total", "Feedback that carried a corrected SQL.", ["project"]
 )
 CHART_FEEDBACK = Counter(
-    "querylift_chart_feedback_total", "Judgements of the suggested chart (relevant=true/false).", ["project", "relevant"]
+    "querylift_chart_feedback_total",
+    "Judgements of the suggested chart (relevant=true/false).",
+    ["project", "relevant"],
 )
 
 # --- training and models --------------------------------------------------------------------------------
@@ -108,7 +130,9 @@ TRAINING_SECONDS = Histogram(
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800),
 )
 MODEL_VERSION = Gauge(
-    "querylift_model_version", "Adapter version a project is served with (0: the base model).", ["project", "status"]
+    "querylift_model_version",
+    "Adapter version a project is served with (0: the base model).",
+    ["project", "status"],
 )
 
 
@@ -170,7 +194,7 @@ def exposed_metrics() -> dict[str, frozenset[str]]:
     names: dict[str, frozenset[str]] = {}
     for value in globals().values():
         if isinstance(value, MetricWrapperBase):
-            base, kind = value._name, value._type
+            base, kind = value._name, str(value._type)
             labels = frozenset(value._labelnames)
             for suffix in suffixes.get(kind, ("",)):
                 names[base + suffix] = labels | ({"le"} if suffix == "_bucket" else set())

@@ -5,34 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from contextlib import suppress
-
-import asyncpg
+from contextlib import AsyncExitStack, suppress
 
 from services.common.bus import Bus, ensure_topics
 from services.common.consumer import ConsumerRunner
+from services.common.health_server import broker_check, database_check, start_health_server
 from services.common.runtime_db import open_pool
 from services.common.settings import Settings
 from services.wiring import Overrides, build_handler
 
 log = logging.getLogger(__name__)
 
-
-async def _broker_ok(bootstrap: str) -> bool:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    return True
-
-
-async def _database_ok(pool: asyncpg.Pool) -> bool:
-    try:
-        return bool(await asyncio.wait_for(pool.fetchval("SELECT 1"), 2))
-    except Exception:
-        return False
+# Training holds one message for the whole job; the broker must not take its partitions away meanwhile.
+_POLL_INTERVAL_MS = {"training": 24 * 3600 * 1000}
 
 
 async def run_consumer(
@@ -49,44 +34,39 @@ async def run_consumer(
         raise SystemExit(
             "QUERYLIFT_KAFKA_BOOTSTRAP_SERVERS is not set: `querylift run` needs a broker (`querylift up` starts one)."
         )
-    pool = await open_pool(settings)
-    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
-    bus = Bus(bootstrap, prefix=settings.topic_prefix, client=name)
-    await bus.start()
-    handler = await build_handler(name, settings, pool, overrides)
-    await handler.start()
-    runner = ConsumerRunner(
-        handler,
-        bootstrap_servers=bootstrap,
-        pool=pool,
-        bus=bus,
-        prefix=settings.topic_prefix,
-        max_poll_interval_ms=24 * 3600 * 1000 if name == "training" else 300_000,
-    )
-    server = None
-    port = settings.metrics_port if metrics_port is None else metrics_port
-    if port:
-        from services.common.health_server import start_health_server
-
-        server = await start_health_server(
-            settings.metrics_host,
-            port,
-            {"broker": lambda: _broker_ok(bootstrap), "database": lambda: _database_ok(pool)},
+    async with AsyncExitStack() as stack:
+        pool = await open_pool(settings)
+        stack.push_async_callback(pool.close)
+        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+        bus = Bus(bootstrap, prefix=settings.topic_prefix, client=name)
+        await bus.start()
+        stack.push_async_callback(bus.stop)
+        handler = await build_handler(name, settings, pool, overrides)
+        stack.push_async_callback(handler.close)
+        await handler.start()
+        runner = ConsumerRunner(
+            handler,
+            bootstrap_servers=bootstrap,
+            pool=pool,
+            bus=bus,
+            prefix=settings.topic_prefix,
+            max_poll_interval_ms=_POLL_INTERVAL_MS.get(name, 300_000),
         )
-    if install_signals:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, runner.stop)
-    log.info("consumer started", extra={"consumer": name, "metrics_port": port})
-    if ready is not None:
-        ready.set()
-    try:
+        port = settings.metrics_port if metrics_port is None else metrics_port
+        if port:
+            server = await start_health_server(
+                settings.metrics_host,
+                port,
+                {"broker": broker_check(bootstrap), "database": database_check(pool)},
+            )
+            stack.callback(server.close)
+        if install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, runner.stop)
+        log.info("consumer started", extra={"consumer": name, "metrics_port": port})
+        if ready is not None:
+            ready.set()
         await runner.run()
-    finally:
-        if server is not None:
-            server.close()
-        await handler.close()
-        await bus.stop()
-        await pool.close()
-        log.info("consumer stopped", extra={"consumer": name})
+    log.info("consumer stopped", extra={"consumer": name})

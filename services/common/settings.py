@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="Address the metrics server binds to (0.0.0.0 in containers)."
     )
-    log_level: str = Field("INFO")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs; false for human-readable lines.")
 
     # --- language model -------------------------------------------------------------------------------
@@ -62,24 +62,36 @@ class Settings(BaseSettings):
         "qwen2.5-coder-0.5b-instruct",
         description="gguf: a path or 'qwen2.5-coder-0.5b-instruct' / 'smollm2-135m-instruct'; served backends: model name.",
     )
-    ollama_url: str | None = Field(None, validation_alias=_alias("ollama_url", "OLLAMA_URL"))
-    openai_base_url: str | None = Field(None, validation_alias=_alias("openai_base_url", "OPENAI_BASE_URL"))
-    openai_api_key: SecretStr | None = Field(
-        None, validation_alias=_alias("openai_api_key", "OPENAI_API_KEY")
+    ollama_url: str | None = Field(
+        None,
+        validation_alias=_alias("ollama_url", "OLLAMA_URL"),
+        description="Ollama server for llm_backend=ollama.",
     )
-    llm_timeout_s: float = Field(120.0, gt=0)
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=_alias("openai_base_url", "OPENAI_BASE_URL"),
+        description="OpenAI-compatible server (vLLM, llama.cpp server, ...) for llm_backend=openai.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("openai_api_key", "OPENAI_API_KEY"),
+        description="Bearer key for the OpenAI-compatible server, if it needs one (never logged).",
+    )
+    llm_timeout_s: float = Field(120.0, gt=0, description="Seconds one model call may take.")
     llm_retries: int = Field(2, ge=0, description="Retries with exponential backoff for served models.")
     llm_max_tokens: int = Field(256, ge=16, description="Completion tokens per SQL generation.")
     llm_threads: int = Field(2, ge=1, description="CPU threads for the local GGUF model.")
-    llm_context_tokens: int = Field(4096, ge=512)
+    llm_context_tokens: int = Field(4096, ge=512, description="Context window of the local model.")
     prompt_token_budget: int = Field(
         3072, ge=256, description="Prompt parts are dropped, least useful first, to fit."
     )
-    llm_seed: int = Field(0)
+    llm_seed: int = Field(0, description="Sampling seed (decoding is greedy; kept for reproducibility).")
 
     # --- retrieval ------------------------------------------------------------------------------------
     embedding_model: str = Field("all-MiniLM-L6-v2", description="Sentence model name or path (offline).")
-    vector_backend: Literal["pgvector", "weaviate"] = Field("pgvector")
+    vector_backend: Literal["pgvector", "weaviate"] = Field(
+        "pgvector", description="Where example vectors live."
+    )
     weaviate_url: str | None = Field(
         None, description="http://host:port of Weaviate when vector_backend=weaviate."
     )
@@ -87,9 +99,9 @@ class Settings(BaseSettings):
     fewshot_top_k: int = Field(2, ge=0, description="Domain-library examples per prompt.")
 
     # --- customer databases ---------------------------------------------------------------------------
-    sql_timeout_s: float = Field(10.0, gt=0)
-    sql_row_limit: int = Field(1000, ge=1)
-    preview_rows: int = Field(20, ge=0)
+    sql_timeout_s: float = Field(10.0, gt=0, description="Statement timeout on customer databases.")
+    sql_row_limit: int = Field(1000, ge=1, description="Rows fetched at most from a customer database.")
+    preview_rows: int = Field(20, ge=0, description="Rows included in chat.answer.")
     repair_rounds: int = Field(1, ge=0, description="Repair rounds after a failed static check or execution.")
 
     # --- learning -------------------------------------------------------------------------------------
@@ -99,18 +111,18 @@ class Settings(BaseSettings):
     training_base_model: str = Field(
         "smollm2-135m-instruct", description="Base model LoRA adapters are trained on."
     )
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     lora_target_modules: str = Field(
         "q_proj,k_proj,v_proj,o_proj", description="Comma-separated module names."
     )
-    lora_epochs: float = Field(2.0, gt=0)
-    lora_learning_rate: float = Field(2e-4, gt=0)
-    lora_batch_size: int = Field(4, ge=1)
+    lora_epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
+    lora_learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    lora_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
     lora_max_steps: int = Field(-1, description=">0 caps optimizer steps (CI, benchmarks).")
-    training_seed: int = Field(13)
-    validation_share: float = Field(0.2, gt=0, lt=1)
+    training_seed: int = Field(13, description="Seed of the split and of training.")
+    validation_share: float = Field(0.2, gt=0, lt=1, description="Share of examples held out for the gate.")
     promote_margin: float = Field(
         0.0, ge=0, description="Execution-accuracy gain an adapter needs over the current model."
     )

@@ -35,6 +35,7 @@ class FeedbackHandler(BaseHandler):
             return await self._learn(event.project_id, event.event_id, event.event_id)
         if isinstance(event, ChatError):
             await store_error(self.pool, event)
+            metrics.ERRORS.labels(event.code.value, event.stage).inc()
             if event.question_event_id is None:
                 return ()
             return await self._learn(event.project_id, event.event_id, event.event_id)
@@ -42,8 +43,11 @@ class FeedbackHandler(BaseHandler):
         await store_feedback(self.pool, event)
         if event.rating is not None:
             metrics.FEEDBACK_RATINGS.labels(event.project_id, str(event.rating)).inc()
+            metrics.FEEDBACK_RATING_POINTS.labels(event.project_id).inc(event.rating)
         if event.thumbs is not None:
             metrics.FEEDBACK_THUMBS.labels(event.project_id, event.thumbs).inc()
+        if event.corrected_sql:
+            metrics.FEEDBACK_CORRECTIONS.labels(event.project_id).inc()
         if event.chart_relevant is not None:
             metrics.CHART_FEEDBACK.labels(event.project_id, str(event.chart_relevant).lower()).inc()
         return await self._learn(event.project_id, event.answer_id, event.event_id)

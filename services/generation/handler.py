@@ -106,6 +106,9 @@ class GenerationHandler(BaseHandler):
         metrics.SQL_SCHEMA_VALID.labels(query.project_id, str(result.schema_valid).lower()).inc()
         metrics.LLM_TOKENS.labels("in", result.model).inc(result.prompt_tokens)
         metrics.LLM_TOKENS.labels("out", result.model).inc(result.completion_tokens)
+        metrics.LLM_SECONDS.labels(result.model).observe(result.timings_ms.get("llm", 0.0) / 1000)
+        if result.repaired:
+            metrics.SQL_REPAIRS.labels(query.project_id).inc()
         for stage, ms in result.timings_ms.items():
             metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
         if not result.ok:

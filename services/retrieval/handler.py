@@ -64,9 +64,10 @@ class RetrievalHandler(BaseHandler):
             fewshot = await asyncio.to_thread(
                 self.library.select, event.question, event.domain or "generic", room, self.embedder
             )
-        metrics.RETRIEVAL_EXAMPLES.observe(len(examples))
-        if examples:
-            metrics.RETRIEVAL_TOP_SCORE.observe(examples[0].score)
+        for source, found in (("project", examples), ("library", fewshot)):
+            metrics.RETRIEVAL_EXAMPLES.labels(source).observe(len(found))
+            if found:
+                metrics.RETRIEVAL_TOP_SCORE.labels(source).observe(found[0].score)
         context = ContextReady(
             project_id=event.project_id,
             correlation_id=event.question_event_id,

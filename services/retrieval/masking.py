@@ -176,3 +176,14 @@ def skeleton_similarity(a: str, b: str) -> float:
     if not ta or not tb:
         return 0.0
     return difflib.SequenceMatcher(a=ta, b=tb, autojunk=False).ratio()
+
+
+def retrieval_text(question: str, masked: str) -> str:
+    """The text embedded for a project's own examples: the question followed by its masked form.
+
+    DAIL-SQL embeds the masked question alone because it transfers examples *across* databases. Within one
+    project the table and column words are shared by every example and say which data is asked about, so
+    dropping them confuses "most expensive product" with "cancelled orders"; the masked half still pulls
+    questions of the same shape together (and values like 'Paris'/'Berlin' apart matter less).
+    """
+    return f"{' '.join(question.split())} | {masked}"

@@ -1,6 +1,7 @@
 """Choosing the project examples for one question's prompt (DAIL-SQL style selection).
 
-1. The question is masked and embedded; the vector index returns the project's most similar usable examples.
+1. The question is embedded with its masked form (``masking.retrieval_text``); the vector index returns
+   the project's most similar usable examples.
 2. Reranking: the right SQL shape for the question is unknown, but the most similar examples vote on it
    (DAIL's pre-predicted skeleton). A candidate whose skeleton agrees with the other top candidates is
    more likely to show the right shape, so relevance blends question similarity with that support.
@@ -22,7 +23,7 @@ from services.common.schema import SchemaInfo
 from services.retrieval.embedder import Embedder
 from services.retrieval.examples import load_usable
 from services.retrieval.index import VectorIndex
-from services.retrieval.masking import mask_question, skeleton_similarity
+from services.retrieval.masking import mask_question, retrieval_text, skeleton_similarity
 
 
 @dataclass
@@ -120,7 +121,7 @@ async def select_examples(
     if k <= 0:
         return []
     masked = mask_question(question, schema)
-    vector = (await asyncio.to_thread(embedder.embed, [masked]))[0]
+    vector = (await asyncio.to_thread(embedder.embed, [retrieval_text(question, masked)]))[0]
     hits = await index.search(project_id, vector, max(candidates, k))
     if not hits:
         return []

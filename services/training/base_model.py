@@ -119,7 +119,9 @@ def _plain_copy(model: Any) -> Any:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(model.state_dict(), assign=True, strict=False)
     if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
-        raise RuntimeError(f"GGUF weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise RuntimeError(
+            f"GGUF weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     plain.tie_weights()
     plain.generation_config = model.generation_config
     return plain

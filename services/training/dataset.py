@@ -120,7 +120,9 @@ async def load_dataset(
     return ProjectDataset(project_id, schema, train, validation, render or default_render)
 
 
-async def export_jsonl(pool: asyncpg.Pool, project_id: str, path: Path, *, render: Render | None = None) -> int:
+async def export_jsonl(
+    pool: asyncpg.Pool, project_id: str, path: Path, *, render: Render | None = None
+) -> int:
     """Write the project's usable examples as chat-messages JSONL (``{"messages": [...]}`` a line)."""
     examples = await load_examples(pool, project_id)
     schema = await load_schema(pool, project_id) if examples else None
@@ -133,7 +135,9 @@ async def export_jsonl(pool: asyncpg.Pool, project_id: str, path: Path, *, rende
     return len(examples)
 
 
-async def mark_trained(pool: asyncpg.Pool, project_id: str, example_ids: list[uuid.UUID], version: int) -> None:
+async def mark_trained(
+    pool: asyncpg.Pool, project_id: str, example_ids: list[uuid.UUID], version: int
+) -> None:
     """Remember which model version learnt each example (the trigger counts the examples added since)."""
     await pool.execute(
         "UPDATE examples SET trained_in_version = $3, updated_at = now() WHERE project_id = $1 AND id = ANY($2)",

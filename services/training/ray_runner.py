@@ -80,7 +80,9 @@ class RayTrainingRunner:
 
         if not ray.is_initialized():
             if self.settings.ray_address:
-                ray.init(address=self.settings.ray_address, logging_level=logging.WARNING, log_to_driver=False)
+                ray.init(
+                    address=self.settings.ray_address, logging_level=logging.WARNING, log_to_driver=False
+                )
             else:
                 # Small on purpose: CI has two cores, and training is the only thing this cluster runs.
                 ray.init(
@@ -135,6 +137,11 @@ class RayTrainingRunner:
                         await outcome
                 if done:
                     result: dict[str, Any] = future.result()
+                    if on_progress is not None and (last or {}).get("stage") != "done":
+                        # The task's own last report may still be in flight: the handler always sees the end.
+                        outcome = on_progress({"stage": "done", "progress": 1.0, "step": result.get("steps")})
+                        if inspect.isawaitable(outcome):
+                            await outcome
                     return result
         except (TaskCancelledError, WorkerCrashedError) as exc:
             if running.cancel_requested:

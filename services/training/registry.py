@@ -127,7 +127,9 @@ async def register_candidate(
     return ModelVersion.from_row(row)
 
 
-async def get_version(pool: asyncpg.Pool | asyncpg.Connection, project_id: str, version: int) -> ModelVersion | None:
+async def get_version(
+    pool: asyncpg.Pool | asyncpg.Connection, project_id: str, version: int
+) -> ModelVersion | None:
     row = await pool.fetchrow(
         f"SELECT {_COLUMNS} FROM model_versions WHERE project_id = $1 AND version = $2", project_id, version
     )
@@ -175,7 +177,9 @@ async def promote(pool: asyncpg.Pool, project_id: str, version: int) -> ModelVer
         )
         if target.status == "canary":
             await conn.execute("UPDATE projects SET canary_share = 0 WHERE id = $1", project_id)
-        return await _set_status(conn, target.id, "active", {"promoted_at": _now_iso(), "rolled_back_at": None})
+        return await _set_status(
+            conn, target.id, "active", {"promoted_at": _now_iso(), "rolled_back_at": None}
+        )
 
 
 async def set_canary(pool: asyncpg.Pool, project_id: str, version: int, share: float) -> ModelVersion:
@@ -237,7 +241,8 @@ async def rollback(pool: asyncpg.Pool, project_id: str) -> ModelVersion | None:
 
 async def active_and_canary(pool: asyncpg.Pool, project_id: str) -> ServingState:
     rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM model_versions WHERE project_id = $1 AND status IN ('active', 'canary')", project_id
+        f"SELECT {_COLUMNS} FROM model_versions WHERE project_id = $1 AND status IN ('active', 'canary')",
+        project_id,
     )
     share = await pool.fetchval("SELECT canary_share FROM projects WHERE id = $1", project_id)
     by_status = {r["status"]: ModelVersion.from_row(r) for r in rows}

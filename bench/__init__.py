@@ -1,0 +1,1 @@
+"""Benchmarks of querylift: ``bench.accuracy`` measures what each product configuration answers correctly."""

@@ -1,0 +1,628 @@
+"""Runs the accuracy benchmark: per project, register it, replay its history through the product's learner,
+then answer its test questions with every strategy through ``generate_answer`` and score the answers.
+
+One model load per run and one embedder are shared by everything; per question the work is what the product
+does for a question (retrieval consumer, generation pipeline) plus running the gold SQL once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.accuracy.data import BenchProject, TestItem, discover_projects
+from bench.accuracy.replay import ReplayStats, replay_history, reset_project
+from bench.accuracy.scoring import Outcome, is_correct, summarize
+from bench.accuracy.strategies import Strategy, resolve
+from events import ContextExample
+from services.common.customer_db import CustomerDatabases, QueryFailed, QueryTimeout
+from services.common.db import create_pool, migrate
+from services.common.schema import SchemaInfo
+from services.common.settings import Settings, get_settings
+from services.feedback.learn import Learner
+from services.generation.llm.base import LLM, AdapterRef, ModelUnavailable
+from services.generation.pipeline import generate_answer
+from services.query.register import register_project
+from services.retrieval.fewshot import FewshotLibrary
+from services.retrieval.selection import select_examples
+
+log = logging.getLogger(__name__)
+
+CURVE_POINTS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+_GOLD_ROW_LIMIT = 1_000_000
+
+
+@dataclass
+class AccuracyOptions:
+    data: Path
+    out: Path
+    projects: list[str] | None = None
+    strategies: list[str] | None = None
+    limit: int | None = None
+    #: GGUF model name or path; None: the configured ``llm_model``.
+    model: str | None = None
+    learning_curve: bool = False
+    curve_points: tuple[float, ...] = CURVE_POINTS
+    plot: Path | None = None
+    #: Embedded PostgreSQL data and adapter cache; None: ``<data_dir>/bench``.
+    work_dir: Path | None = None
+    #: System of record to use instead of the embedded PostgreSQL.
+    database_url: str | None = None
+    lora_base_model: str | None = None
+    lora_max_steps: int | None = None
+    failures_kept: int = 8
+    progress: bool = True
+    command: str | None = None
+
+
+@dataclass
+class _ProjectState:
+    project: BenchProject
+    schema: SchemaInfo
+    version_id: int
+    domain: str
+    test: list[TestItem]
+    gold: dict[str, list[Any]]
+    skipped_gold: list[str] = field(default_factory=list)
+    replay: ReplayStats = field(default_factory=ReplayStats)
+    replayed: int = 0
+    adapter: AdapterRef | None = None
+    adapter_info: dict[str, Any] | None = None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = ""
+    mem_gib: float | None = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = {}
+    for dist in ("llama_cpp_python", "torch", "transformers", "peft", "sentence-transformers", "sqlglot"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model or platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "memory_gib": mem_gib,
+        "accelerator": "none (CPU)",
+        "packages": versions,
+    }
+
+
+def settings_record(settings: Settings) -> dict[str, Any]:
+    keys = (
+        "llm_backend",
+        "llm_model",
+        "llm_threads",
+        "llm_context_tokens",
+        "llm_max_tokens",
+        "llm_seed",
+        "prompt_token_budget",
+        "embedding_model",
+        "vector_backend",
+        "retrieval_top_k",
+        "fewshot_top_k",
+        "repair_rounds",
+        "sql_timeout_s",
+        "sql_row_limit",
+        "training_base_model",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "lora_epochs",
+        "lora_learning_rate",
+        "lora_batch_size",
+        "lora_max_steps",
+        "training_seed",
+        "validation_share",
+    )
+    record = {k: getattr(settings, k) for k in keys}
+    record["decoding"] = "greedy (temperature 0, top_k 1)"
+    return record
+
+
+def bench_settings(options: AccuracyOptions, base: Settings | None = None) -> Settings:
+    settings = base or get_settings()
+    update: dict[str, Any] = {}
+    if options.model:
+        update["llm_model"] = options.model
+        if settings.llm_backend not in ("gguf",):
+            update["llm_backend"] = "gguf"
+    if options.lora_base_model:
+        update["training_base_model"] = options.lora_base_model
+    if options.lora_max_steps is not None:
+        update["lora_max_steps"] = options.lora_max_steps
+    return settings.model_copy(update=update) if update else settings
+
+
+class AccuracyBench:
+    """One benchmark run's shared components; ``run()`` returns the results document."""
+
+    def __init__(
+        self,
+        options: AccuracyOptions,
+        settings: Settings,
+        *,
+        pool: asyncpg.Pool,
+        llm: LLM,
+        embedder: Any,
+        index: Any,
+        databases: CustomerDatabases,
+    ) -> None:
+        self.options = options
+        self.settings = settings
+        self.pool = pool
+        self.llm = llm
+        self.embedder = embedder
+        self.index = index
+        self.databases = databases
+        self.learner = Learner(pool, index, embedder, databases, sql_timeout_s=settings.sql_timeout_s)
+        self.library = FewshotLibrary()
+        self.strategies = resolve(options.strategies)
+        self.predictions: list[dict[str, Any]] = []
+        self._progress: Any = None
+
+    # --- context and answers ---------------------------------------------------------------------------
+
+    async def _context(
+        self, state: _ProjectState, strategy: Strategy, item: TestItem
+    ) -> tuple[list[ContextExample], list[ContextExample]]:
+        top_k, fewshot_k = strategy.retrieval_k(self.settings)
+        if top_k == 0 and fewshot_k == 0:
+            return [], []
+        # The retrieval consumer's rules: the project's own examples first, library ones only fill the room
+        # they leave (services.retrieval.handler.RetrievalHandler).
+        examples: list[ContextExample] = []
+        if top_k > 0:
+            examples = await select_examples(
+                self.pool,
+                self.index,
+                self.embedder,
+                project_id=state.project.project_id,
+                question=item.question,
+                schema=state.schema,
+                k=top_k,
+            )
+        fewshot: list[ContextExample] = []
+        room = max(0, fewshot_k - max(0, len(examples) - top_k // 2))
+        if room > 0:
+            fewshot = await asyncio.to_thread(
+                self.library.select, item.question, state.domain or "generic", room, self.embedder
+            )
+        return examples, fewshot
+
+    async def _answer(
+        self, state: _ProjectState, strategy: Strategy, item: TestItem, adapter: AdapterRef | None
+    ) -> Outcome:
+        started = time.perf_counter()
+        examples, fewshot = await self._context(state, strategy, item)
+        error: str | None = None
+        try:
+            result = await generate_answer(
+                self.llm,
+                self.databases,
+                question=item.question,
+                schema=state.schema,
+                database_url=state.project.database_url,
+                examples=examples,
+                fewshot=fewshot,
+                config=strategy.generation_config(self.settings),
+                adapter=adapter,
+                domain_note=state.project.description if strategy.domain_note else None,
+            )
+        except ModelUnavailable as exc:
+            latency = time.perf_counter() - started
+            return Outcome(
+                item.id, item.question, item.sql, "", item.pattern_seen, False, False, False, latency, 0,
+                error=f"model unavailable: {exc}"[:300],
+            )  # fmt: skip
+        latency = time.perf_counter() - started
+        rows = result.result.rows if result.ok and result.result is not None else None
+        if not result.ok:
+            error = (
+                f"{result.error_code.value if result.error_code else 'error'}: {result.error_message or ''}"[
+                    :300
+                ]
+            )
+        correct = is_correct(item.sql, state.gold[item.id], rows, state.schema.dialect)
+        if rows is not None and not correct and result.result is not None and result.result.truncated:
+            error = "result truncated by the row limit"
+        return Outcome(
+            item_id=item.id,
+            question=item.question,
+            gold_sql=item.sql,
+            predicted_sql=result.sql,
+            pattern_seen=item.pattern_seen,
+            correct=correct,
+            executed=rows is not None,
+            schema_valid=result.schema_valid,
+            latency_s=round(latency, 4),
+            prompt_tokens=result.prompt_tokens,
+            attempts=result.attempts,
+            repaired=result.repaired,
+            error=error,
+            examples=len(examples),
+            fewshot=len(fewshot),
+        )
+
+    async def _answer_all(
+        self, state: _ProjectState, strategy: Strategy, adapter: AdapterRef | None, label: str
+    ) -> tuple[list[Outcome], float]:
+        started = time.perf_counter()
+        task = None
+        if self._progress is not None:
+            task = self._progress.add_task(label, total=len(state.test))
+        outcomes: list[Outcome] = []
+        for item in state.test:
+            outcomes.append(await self._answer(state, strategy, item, adapter))
+            if task is not None:
+                right = sum(o.correct for o in outcomes)
+                self._progress.update(task, advance=1, description=f"{label} acc {right}/{len(outcomes)}")
+        return outcomes, time.perf_counter() - started
+
+    # --- project setup -------------------------------------------------------------------------------------
+
+    async def _prepare(self, project: BenchProject) -> _ProjectState:
+        project_id = project.project_id
+        await reset_project(self.pool, project_id)
+        schema, version_id, domain = await register_project(
+            self.pool,
+            project_id=project_id,
+            database_url=project.database_url,
+            description=project.description,
+        )
+        test = list(project.test[: self.options.limit] if self.options.limit else project.test)
+        gold: dict[str, list[Any]] = {}
+        skipped: list[str] = []
+        for item in test:
+            try:
+                result = await self.databases.execute(
+                    project.database_url, item.sql, timeout_s=60.0, row_limit=_GOLD_ROW_LIMIT
+                )
+            except (QueryFailed, QueryTimeout) as exc:
+                # The format promises running gold SQL; one that fails says nothing about a strategy.
+                log.warning("gold SQL failed; question left out", extra={"item": item.id, "error": str(exc)})
+                skipped.append(item.id)
+                continue
+            gold[item.id] = list(result.rows)
+        test = [t for t in test if t.id in gold]
+        return _ProjectState(project, schema, version_id, domain, test, gold, skipped)
+
+    async def _replay_to(self, state: _ProjectState, count: int) -> None:
+        items = state.project.history[state.replayed : count]
+        if items:
+            stats = await replay_history(self.pool, self.learner, state.project.project_id, items)
+            state.replay.items += stats.items
+            state.replay.actions.update(stats.actions)
+        state.replayed = max(state.replayed, count)
+
+    async def _usable_examples(self, project_id: str) -> int:
+        from services.retrieval.examples import count_usable
+
+        return await count_usable(self.pool, project_id)
+
+    # --- LoRA ---------------------------------------------------------------------------------------------
+
+    def _adapter_root(self) -> Path:
+        return (self.options.work_dir or self.settings.data_dir / "bench") / "adapters"
+
+    async def _train_adapter(self, state: _ProjectState) -> tuple[AdapterRef | None, dict[str, Any]]:
+        """The project's adapter trained on its usable examples, cached on disk by content and settings."""
+        project_id = state.project.project_id
+        try:
+            from services.generation.serving import ModelRouter
+            from services.training.dataset import load_dataset
+            from services.training.lora_train import adapter_path, make_config, train_lora
+            from services.training.registry import promote, register_candidate
+        except ImportError as exc:
+            return None, {"status": "skipped", "reason": f"training modules are not available: {exc}"}
+        dataset = await load_dataset(
+            self.pool,
+            project_id,
+            validation_share=self.settings.validation_share,
+            seed=self.settings.training_seed,
+        )
+        if not dataset.train:
+            return None, {"status": "skipped", "reason": "the project has no verified examples to train on"}
+        config = make_config(
+            self.settings,
+            project_id=project_id,
+            version=1,
+            train=dataset.train_records(),
+            validation=dataset.validation_records(),
+            threads=self.settings.llm_threads,
+        )
+        # Keyed by everything that shapes the adapter: the rendered examples and the training settings.
+        keyed = {k: v for k, v in config.items() if k not in ("adapter_dir", "model_cache_dir", "threads")}
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        config["adapter_dir"] = str((self._adapter_root() / key).resolve())
+        path = adapter_path(config["adapter_dir"], project_id, 1)
+        info: dict[str, Any] = {
+            "base_model": config["base_model"],
+            "cache_key": key,
+            "path": str(path),
+            "train_examples": len(dataset.train),
+            "validation_examples": len(dataset.validation),
+            "history_hash": state.project.history_hash(state.replayed),
+        }
+        started = time.perf_counter()
+        if (path / "metrics.json").is_file():
+            metrics = json.loads((path / "metrics.json").read_text())
+            info["cached"] = True
+        else:
+            try:
+                metrics = await asyncio.to_thread(train_lora, config)
+            except Exception as exc:  # a failed run is reported, never replaced by made-up numbers
+                return None, {**info, "status": "skipped", "reason": f"training failed: {exc}"[:500]}
+            info["cached"] = False
+        info["train_seconds"] = round(time.perf_counter() - started, 1)
+        info["metrics"] = {
+            k: metrics.get(k) for k in ("steps", "train_loss", "eval_loss", "seconds", "device")
+        }
+        # Served as in production: registered, promoted, then chosen by the generation router.
+        version = await register_candidate(
+            self.pool,
+            project_id,
+            base_model=config["base_model"],
+            adapter_path=str(path),
+            checksum=metrics.get("checksum"),
+            metrics=info["metrics"],
+            version=1,
+        )
+        await promote(self.pool, project_id, version.version)
+        adapter, _arm = await ModelRouter(self.pool).choose(project_id, uuid.uuid4())
+        if adapter is None:
+            return None, {
+                **info,
+                "status": "skipped",
+                "reason": "the router did not pick the promoted adapter",
+            }
+        return adapter, {**info, "status": "ok"}
+
+    # --- the run -------------------------------------------------------------------------------------------
+
+    async def run_project(
+        self, project: BenchProject
+    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        state = await self._prepare(project)
+        history_total = len(project.history)
+        points = sorted(set(self.options.curve_points) | {1.0}) if self.options.learning_curve else [1.0]
+        curve: dict[str, list[dict[str, Any]]] = {s.name: [] for s in self.strategies}
+        final: dict[str, dict[str, Any]] = {}
+        # History-independent strategies answer identically at every history size; identical configurations
+        # (same prompt, retrieval, checks and adapter) answer identically: both are answered once.
+        answered: dict[str, tuple[list[Outcome], float, str]] = {}
+        lora_wanted = any(s.name == "lora" for s in self.strategies)
+        for share in points:
+            count = round(share * history_total)
+            await self._replay_to(state, count)
+            usable = await self._usable_examples(project.project_id)
+            last = share == points[-1]
+            for strategy in self.strategies:
+                adapter: AdapterRef | None = None
+                if strategy.adapter:
+                    if not last and strategy.name == "lora":
+                        continue  # adapters are trained once, on the whole history
+                    if last and lora_wanted and state.adapter_info is None:
+                        state.adapter, state.adapter_info = await self._train_adapter(state)
+                    if strategy.name == "lora" and state.adapter is None:
+                        reason = (state.adapter_info or {}).get("reason", "no adapter")
+                        final[strategy.name] = {
+                            "status": "skipped",
+                            "reason": reason,
+                            "adapter": state.adapter_info,
+                        }
+                        continue
+                    adapter = state.adapter if last else None
+                signature = self._signature(strategy, adapter, share)
+                label = f"{project.name} · {strategy.name} · history {count}/{history_total}"
+                if signature in answered:
+                    outcomes, seconds, same_as = answered[signature]
+                    reused = same_as
+                else:
+                    outcomes, seconds = await self._answer_all(state, strategy, adapter, label)
+                    answered[signature] = (outcomes, seconds, strategy.name)
+                    reused = None
+                metrics = summarize(outcomes)
+                point = {
+                    "history_share": share,
+                    "history_items": count,
+                    "usable_examples": usable,
+                    "adapter": adapter is not None,
+                    **metrics,
+                }
+                curve[strategy.name].append(point)
+                if last:
+                    final[strategy.name] = {
+                        "status": "ok",
+                        **metrics,
+                        "seconds": round(seconds, 1),
+                        "seconds_per_question": round(seconds / max(len(outcomes), 1), 2),
+                        "answered_as": reused,
+                        "adapter": state.adapter_info if adapter is not None else None,
+                        "failures": [
+                            {
+                                "id": o.item_id,
+                                "question": o.question,
+                                "predicted": o.predicted_sql,
+                                "gold": o.gold_sql,
+                                "error": o.error,
+                            }
+                            for o in outcomes
+                            if not o.correct
+                        ][: self.options.failures_kept],
+                    }
+                    for o in outcomes:
+                        self.predictions.append(
+                            {"project": project.name, "strategy": strategy.name, **o.as_dict()}
+                        )
+        summary = {
+            "project_id": project.project_id,
+            "description": project.description,
+            "history": {**state.replay.as_dict(), "total": history_total},
+            "usable_examples": await self._usable_examples(project.project_id),
+            "test_total": len(project.test),
+            "test_used": len(state.test),
+            "gold_failed": state.skipped_gold,
+            "strategies": final,
+        }
+        return summary, {k: v for k, v in curve.items() if v}
+
+    def _signature(self, strategy: Strategy, adapter: AdapterRef | None, share: float) -> str:
+        config = strategy.generation_config(self.settings)
+        # The benchmark passes no conversation turns, so the history flag changes nothing.
+        config = dataclasses.replace(config, prompt=config.prompt.but(history=False))
+        parts = {
+            "config": repr(config),
+            "k": strategy.retrieval_k(self.settings),
+            "note": strategy.domain_note,
+            "adapter": repr(adapter),
+            "share": share if strategy.uses_history else None,
+        }
+        return json.dumps(parts, sort_keys=True, default=str)
+
+    async def run(self, projects: Sequence[BenchProject]) -> dict[str, Any]:
+        started = time.perf_counter()
+        results: dict[str, Any] = {}
+        curves: dict[str, Any] = {}
+        progress_cm: Any = None
+        if self.options.progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            progress_cm = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self._progress = progress_cm.__enter__()
+        try:
+            for project in projects:
+                results[project.name], curve = await self.run_project(project)
+                if curve:
+                    curves[project.name] = curve
+        finally:
+            if progress_cm is not None:
+                progress_cm.__exit__(None, None, None)
+                self._progress = None
+        overall: dict[str, Any] = {}
+        for strategy in self.strategies:
+            pooled = [
+                Outcome(**{k: v for k, v in p.items() if k not in ("project", "strategy")})
+                for p in self.predictions
+                if p["strategy"] == strategy.name
+            ]
+            if pooled and len(projects) > 1:
+                overall[strategy.name] = summarize(pooled)
+        document: dict[str, Any] = {
+            "meta": {
+                "model": self.llm.name,
+                "settings": settings_record(self.settings),
+                "strategies": {s.name: s.describe(self.settings) for s in self.strategies},
+                "limit": self.options.limit,
+                "data": str(self.options.data),
+                "machine": machine_info(),
+                "command": self.options.command or " ".join(sys.argv),
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "seconds_total": round(time.perf_counter() - started, 1),
+                "scoring": "execution accuracy: multiset of result rows, ordered only where the gold SQL has "
+                "ORDER BY; latency = retrieval + generation + execution per answer; prompt tokens summed "
+                "over the answer's model calls",
+            },
+            "projects": results,
+        }
+        if overall:
+            document["overall"] = overall
+        if self.options.learning_curve:
+            document["learning_curve"] = curves
+        return document
+
+
+async def run_accuracy(
+    options: AccuracyOptions,
+    settings: Settings | None = None,
+    *,
+    llm: LLM | None = None,
+    embedder: Any = None,
+) -> dict[str, Any]:
+    """Run the benchmark and write ``options.out`` (plus predictions and, with a curve, the plot)."""
+    settings = bench_settings(options, settings)
+    projects = discover_projects(options.data, options.projects)
+    resolve(options.strategies)  # fail on a typo before anything slow starts
+    work_dir = options.work_dir or settings.data_dir / "bench"
+    server = None
+    dsn = options.database_url or (
+        settings.database_url.get_secret_value() if settings.database_url is not None else None
+    )
+    if dsn is None:
+        from services.common.embedded import EmbeddedPostgres
+
+        server = EmbeddedPostgres(work_dir / "pg" / "data").start()
+        dsn = server.dsn
+    pool = await create_pool(dsn, max_size=4)
+    databases = CustomerDatabases()
+    own_llm = llm is None
+    try:
+        await migrate(pool)
+        from services.wiring import build_index, build_llm
+
+        if llm is None:
+            llm = build_llm(settings)
+        if embedder is None:
+            from services.retrieval.embedder import get_embedder
+
+            embedder = get_embedder(settings.embedding_model)
+        assert llm is not None
+        bench = AccuracyBench(
+            options,
+            settings,
+            pool=pool,
+            llm=llm,
+            embedder=embedder,
+            index=build_index(settings, pool),
+            databases=databases,
+        )
+        document = await bench.run(projects)
+        from bench.accuracy.report import write_results
+
+        write_results(document, bench.predictions, options)
+        return document
+    finally:
+        if own_llm and llm is not None:
+            await llm.close()
+        await databases.close()
+        await pool.close()
+        if server is not None:
+            server.stop()

@@ -1,0 +1,94 @@
+"""Execution accuracy and the figures reported next to it, per the shared benchmark README.
+
+A prediction is right when its rows equal the gold rows as a multiset, in order only where the gold SQL
+orders its output (``services.generation.exec_match``). Schema validity is the product's static check
+(``services.generation.sql_check``): only existing tables and columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from services.generation.exec_match import gold_is_ordered, results_match
+
+
+@dataclass
+class Outcome:
+    item_id: str
+    question: str
+    gold_sql: str
+    predicted_sql: str
+    pattern_seen: bool
+    correct: bool
+    executed: bool
+    schema_valid: bool
+    latency_s: float
+    prompt_tokens: int
+    attempts: int = 0
+    repaired: bool = False
+    error: str | None = None
+    examples: int = 0
+    fewshot: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_correct(
+    gold_sql: str, gold_rows: Sequence[Any], predicted_rows: Sequence[Any] | None, dialect: str
+) -> bool:
+    if predicted_rows is None:
+        return False
+    return results_match(gold_rows, predicted_rows, gold_is_ordered(gold_sql, dialect))
+
+
+def _share(values: Sequence[bool]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return round(float(np.percentile(np.asarray(values, dtype=float), q)), 3) if values else None
+
+
+def _basic(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    return {
+        "n": len(outcomes),
+        "accuracy": _share([o.correct for o in outcomes]),
+        "executes": _share([o.executed for o in outcomes]),
+        "schema_valid": _share([o.schema_valid for o in outcomes]),
+        "latency_p50_s": _percentile([o.latency_s for o in outcomes], 50),
+        "latency_p95_s": _percentile([o.latency_s for o in outcomes], 95),
+        "prompt_tokens_mean": (
+            round(sum(o.prompt_tokens for o in outcomes) / len(outcomes), 1) if outcomes else None
+        ),
+    }
+
+
+def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The reported metrics, overall and split by whether the test question's SQL pattern was in history."""
+    seen = [o for o in outcomes if o.pattern_seen]
+    new = [o for o in outcomes if not o.pattern_seen]
+    out = _basic(outcomes)
+    out["accuracy_pattern_seen"] = _share([o.correct for o in seen])
+    out["accuracy_pattern_new"] = _share([o.correct for o in new])
+    out["pattern_seen"] = _basic(seen)
+    out["pattern_new"] = _basic(new)
+    out["repaired"] = _share([o.repaired for o in outcomes])
+    return out
+
+
+METRIC_KEYS: tuple[str, ...] = (
+    "n",
+    "accuracy",
+    "accuracy_pattern_seen",
+    "accuracy_pattern_new",
+    "executes",
+    "schema_valid",
+    "latency_p50_s",
+    "latency_p95_s",
+    "prompt_tokens_mean",
+)

@@ -1,0 +1,146 @@
+"""Each strategy is a real product configuration: the same prompt options, retrieval settings, checks and
+adapter routing the services use, switched on one layer at a time.
+
+==========  ===============================================================================================
+baseline    schema as CREATE TABLE text, a plain instruction; no examples, no check, no repair
+prompt      + reasoning frame, compact schema with sample values and keys, the project description
+rag         + the project's verified examples (``services.retrieval.selection.select_examples``)
+fewshot     + domain-library demonstrations (``services.retrieval.fewshot``) where project ones leave room
+repair      + static check and execution-guided repair rounds
+lora        + the project's LoRA adapter trained on its verified history (``services.training``)
+full        everything on: the generation config the services are wired with (``services.wiring``), the
+            retrieval consumer's settings and the project's adapter when one was trained in this run
+==========  ===============================================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.settings import Settings
+from services.generation.pipeline import GenerationConfig
+from services.generation.prompt import PromptOptions
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    prompt: PromptOptions
+    project_examples: bool = False
+    library_examples: bool = False
+    static_check: bool = False
+    repair: bool = False
+    adapter: bool = False
+    domain_note: bool = True
+    #: ``full`` takes its generation config from ``services.wiring`` rather than assembling one.
+    product_wiring: bool = False
+
+    @property
+    def uses_history(self) -> bool:
+        """Whether answers depend on the replayed history (otherwise one pass serves every history size)."""
+        return self.project_examples or self.adapter
+
+    def generation_config(self, settings: Settings) -> GenerationConfig:
+        if self.product_wiring:
+            from services.wiring import generation_config
+
+            config: GenerationConfig = generation_config(settings)
+            return config
+        return GenerationConfig(
+            prompt=self.prompt,
+            static_check=self.static_check,
+            repair_rounds=settings.repair_rounds if self.repair else 0,
+            execution_repair=self.repair,
+            budget_tokens=settings.prompt_token_budget,
+            max_tokens=settings.llm_max_tokens,
+            timeout_s=settings.sql_timeout_s,
+            row_limit=settings.sql_row_limit,
+            preview_rows=settings.preview_rows,
+        )
+
+    def retrieval_k(self, settings: Settings) -> tuple[int, int]:
+        """(project examples, library examples) asked of the retrieval consumer."""
+        return (
+            settings.retrieval_top_k if self.project_examples else 0,
+            settings.fewshot_top_k if self.library_examples else 0,
+        )
+
+    def describe(self, settings: Settings) -> dict[str, Any]:
+        config = self.generation_config(settings)
+        top_k, fewshot_k = self.retrieval_k(settings)
+        return {
+            "description": self.description,
+            "prompt": {k: v for k, v in vars(config.prompt).items()},
+            "static_check": config.static_check,
+            "repair_rounds": config.repair_rounds,
+            "execution_repair": config.execution_repair,
+            "budget_tokens": config.budget_tokens,
+            "max_tokens": config.max_tokens,
+            "retrieval_top_k": top_k,
+            "fewshot_top_k": fewshot_k,
+            "adapter": self.adapter,
+            "domain_note": self.domain_note,
+            "product_wiring": self.product_wiring,
+        }
+
+
+_FULL = PromptOptions.full()
+# The benchmark asks single questions, never follow-ups, so conversation history is off everywhere.
+_PROMPT_ONLY = _FULL.but(examples=False, fewshot=False, history=False)
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy(
+            "baseline",
+            "schema only, plain prompt, no check or repair",
+            PromptOptions.baseline(),
+            domain_note=False,
+        ),
+        Strategy("prompt", "reasoning frame, compact schema with sample values", _PROMPT_ONLY),
+        Strategy("rag", "prompt + retrieved project examples", _FULL.but(fewshot=False, history=False), True),
+        Strategy("fewshot", "rag + domain few-shot library", _FULL.but(history=False), True, True),
+        Strategy(
+            "repair",
+            "fewshot + static check and execution-guided repair",
+            _FULL.but(history=False),
+            True,
+            True,
+            static_check=True,
+            repair=True,
+        ),
+        Strategy(
+            "lora",
+            "repair + the project's LoRA adapter",
+            _FULL.but(history=False),
+            True,
+            True,
+            static_check=True,
+            repair=True,
+            adapter=True,
+        ),
+        Strategy(
+            "full",
+            "everything on: the services' wiring, retrieval settings and the project's adapter if trained",
+            _FULL,
+            True,
+            True,
+            static_check=True,
+            repair=True,
+            adapter=True,
+            product_wiring=True,
+        ),
+    )
+}
+
+DEFAULT_STRATEGIES: tuple[str, ...] = ("baseline", "prompt", "rag", "fewshot", "repair", "full")
+
+
+def resolve(names: list[str] | None) -> list[Strategy]:
+    chosen = names or list(DEFAULT_STRATEGIES)
+    unknown = [n for n in chosen if n not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+    return [STRATEGIES[n] for n in dict.fromkeys(chosen)]

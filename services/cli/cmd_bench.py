@@ -1,0 +1,123 @@
+"""``querylift bench ...``: benchmarks. ``bench accuracy`` lives here; more bench commands plug in below.
+
+To add one (e.g. ``bench pipeline``), either call :func:`register_bench_command` from an imported module or
+list a module in ``BENCH_COMMAND_MODULES`` that defines ``register_bench(bench_subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+Configure = Callable[[argparse.ArgumentParser], None]
+
+#: Modules with ``register_bench(bench_subparsers)``; missing ones are skipped (not in this build).
+BENCH_COMMAND_MODULES: tuple[str, ...] = ("services.cli.cmd_bench_pipeline",)
+
+_COMMANDS: dict[str, tuple[str, Configure]] = {}
+
+
+def register_bench_command(name: str, help: str, configure: Configure) -> None:
+    """Add ``querylift bench NAME``; ``configure`` adds its arguments and sets ``func`` (args → exit code)."""
+    _COMMANDS[name] = (help, configure)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (accuracy, ...)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    for name, (help_text, configure) in _COMMANDS.items():
+        configure(bench_sub.add_parser(name, help=help_text))
+    for module_name in BENCH_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register_bench(bench_sub)
+
+
+# --- bench accuracy --------------------------------------------------------------------------------------
+
+
+def _configure_accuracy(p: argparse.ArgumentParser) -> None:
+    from bench.accuracy.strategies import DEFAULT_STRATEGIES, STRATEGIES
+
+    p.description = (
+        "Replay each project's history through the product, answer its test questions with each strategy "
+        "and score execution accuracy."
+    )
+    p.add_argument(
+        "--data", type=Path, required=True, help="benchmark folder (projects/<name>/...) or one project"
+    )
+    p.add_argument("--out", type=Path, required=True, help="results JSON")
+    p.add_argument("--projects", nargs="+", default=None, help="only these projects")
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(DEFAULT_STRATEGIES),
+        choices=list(STRATEGIES),
+        help=f"default: {' '.join(DEFAULT_STRATEGIES)}",
+    )
+    p.add_argument("--limit", type=int, default=None, help="test questions per project (first N)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="GGUF model: qwen2.5-coder-0.5b-instruct (default), smollm2-135m-instruct or a .gguf path",
+    )
+    p.add_argument(
+        "--learning-curve", action="store_true", help="also answer after 0/10/25/50/100 %% of history"
+    )
+    p.add_argument("--plot", type=Path, default=None, help="learning-curve PNG (default: next to --out)")
+    p.add_argument("--work-dir", type=Path, default=None, help="embedded PostgreSQL and adapter cache")
+    p.add_argument("--lora-base-model", default=None, help="base model LoRA adapters are trained on")
+    p.add_argument("--lora-max-steps", type=int, default=None, help="cap LoRA optimizer steps (CPU runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_accuracy)
+
+
+def _run_accuracy(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from bench.accuracy.data import BenchDataError
+    from bench.accuracy.report import print_table
+    from bench.accuracy.runner import AccuracyOptions, run_accuracy
+    from services.common.logging_setup import setup_logging
+    from services.common.settings import get_settings
+
+    setup_logging("WARNING", json_lines=False)
+    options = AccuracyOptions(
+        data=args.data,
+        out=args.out,
+        projects=args.projects,
+        strategies=args.strategies,
+        limit=args.limit,
+        model=args.model,
+        learning_curve=args.learning_curve,
+        plot=args.plot,
+        work_dir=args.work_dir,
+        lora_base_model=args.lora_base_model,
+        lora_max_steps=args.lora_max_steps,
+        progress=not args.no_progress,
+        command=shlex.join(["querylift", *sys.argv[1:]]),
+    )
+    try:
+        document = asyncio.run(run_accuracy(options, get_settings()))
+    except BenchDataError as exc:
+        print(f"querylift bench accuracy: {exc}", file=sys.stderr)
+        return 2
+    print_table(document)
+    print(f"results: {args.out}")
+    if document["meta"].get("plot"):
+        print(f"learning curve: {document['meta']['plot']}")
+    return 0
+
+
+register_bench_command("accuracy", "execution accuracy per project and strategy", _configure_accuracy)

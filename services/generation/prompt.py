@@ -1,0 +1,510 @@
+"""The prompt that asks a small model for one SQL query: instruction, schema, examples, history, question.
+
+Every part can be switched off (``PromptOptions``) so benchmarks can measure what each one is worth. The
+models are small (0.5B and less), so the prompt stays plain and short: the reasoning frame asks the model to
+check names against the schema *silently* and reply with one ```sql block, because a small model asked to
+think aloud rambles and the answer must remain extractable.
+
+When the prompt is over its token budget, parts are dropped least useful first: sample values, then
+domain-library few-shot examples, then conversation turns before the last one, then project examples from
+the least similar, then tables unrelated to the question. The best examples are placed last, closest to the
+question, where small models weigh them most.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from events import ContextExample, Turn
+from services.common.schema import Column, SchemaInfo, Table
+from services.generation.llm.base import ChatMessage, estimate_tokens
+
+DIALECT_NAMES: dict[str, str] = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MySQL"}
+
+_DIALECT_HINTS: dict[str, str] = {
+    "sqlite": "For date parts use strftime (e.g. strftime('%Y', col)).",
+    "postgres": "For date parts use EXTRACT(YEAR FROM col) or date_trunc; double-quote mixed-case names.",
+    "mysql": "For date parts use YEAR(col), MONTH(col) or DATE_FORMAT; backtick-quote unusual names.",
+}
+
+# Per-message overhead of chat templates (role markers, separators), so the budget is not exceeded by them.
+_MESSAGE_OVERHEAD = 4
+
+_STOPWORDS = frozenset(
+    """a an the of in on at to for by with from and or not no is are was were be been do does did what which who
+    whom whose how many much show list give me all each every per that this these those there their it its
+    as than then into over under about between get find tell return please i we you our my your have has had
+    can could would should will any some one id""".split()
+)
+_SAFE_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IDENT_PIECE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """Which prompt parts are used. ``PromptOptions()`` is the full prompt; ``baseline()`` the bare one."""
+
+    reasoning: bool = True
+    sample_values: bool = True
+    compact_schema: bool = True
+    history: bool = True
+    examples: bool = True
+    fewshot: bool = True
+    relevant_tables_only: bool = False
+    #: Tables kept when selecting relevant ones; a schema with more tables than this is always narrowed.
+    max_tables: int = 12
+    max_history: int = 3
+    max_samples: int = 3
+
+    @classmethod
+    def baseline(cls) -> PromptOptions:
+        """CREATE TABLE-like schema text and a plain instruction, nothing else."""
+        return cls(
+            reasoning=False,
+            sample_values=False,
+            compact_schema=False,
+            history=False,
+            examples=False,
+            fewshot=False,
+            relevant_tables_only=False,
+        )
+
+    @classmethod
+    def full(cls) -> PromptOptions:
+        return cls()
+
+    def but(self, **changes: Any) -> PromptOptions:
+        """A copy with some flags changed (ablations)."""
+        return replace(self, **changes)
+
+
+@dataclass
+class Prompt:
+    messages: list[ChatMessage]
+    tokens: int
+    #: Part names included: instruction, reasoning, domain_note, schema, sample_values, fewshot, examples, history.
+    parts: list[str]
+    #: What the budget removed, in order: sample_values, fewshot:<id>, history:<index>, example:<id>, table:<name>.
+    dropped: list[str]
+    dialect: str = "sqlite"
+    tables: list[str] = field(default_factory=list)
+    #: Examples (project and library) that are in the prompt, best first.
+    examples_used: list[ContextExample] = field(default_factory=list)
+    over_budget: bool = False
+
+
+# --- relevance ---------------------------------------------------------------------------------------------
+
+
+def _stem(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def words(text: str) -> set[str]:
+    """Lower-cased, crudely singularised content words of a question or an identifier (snake and camel case)."""
+    out: set[str] = set()
+    for token in re.findall(r"[A-Za-z0-9]+", text):
+        pieces = _IDENT_PIECE.findall(token) or [token]
+        for piece in [*pieces, token] if len(pieces) > 1 else pieces:
+            lowered = piece.lower()
+            if lowered not in _STOPWORDS and len(lowered) > 1:
+                out.add(_stem(lowered))
+    return out
+
+
+def _sample_hits(column: Column, question_lower: str) -> int:
+    hits = 0
+    for value in column.samples:
+        if isinstance(value, str) and len(value.strip()) >= 3:
+            if re.search(rf"(?<![a-z0-9]){re.escape(value.strip().lower())}(?![a-z0-9])", question_lower):
+                hits += 1
+    return hits
+
+
+def table_scores(question: str, schema: SchemaInfo) -> dict[str, float]:
+    """How strongly each table relates to the question (name, column and sample-value word overlap)."""
+    q_words = words(question)
+    q_lower = question.lower()
+    scores: dict[str, float] = {}
+    for table in schema.tables:
+        score = 3.0 * len(words(table.name) & q_words)
+        column_words: set[str] = set()
+        for column in table.columns:
+            column_words |= words(column.name)
+            score += 2.0 * _sample_hits(column, q_lower)
+        score += len(column_words & q_words)
+        scores[table.name] = score
+    return scores
+
+
+def tables_in_sql(sql: str, schema: SchemaInfo) -> set[str]:
+    """Names of the schema's tables that a query mentions (word match; good enough for selection)."""
+    lowered = sql.lower()
+    return {
+        t.name
+        for t in schema.tables
+        if re.search(rf"(?<![a-z0-9_]){re.escape(t.name.lower())}(?![a-z0-9_])", lowered)
+    }
+
+
+def _neighbours(schema: SchemaInfo, names: set[str]) -> set[str]:
+    lowered = {n.lower() for n in names}
+    out: set[str] = set()
+    for table in schema.tables:
+        for fk in table.foreign_keys:
+            if table.name.lower() in lowered:
+                out.add(fk.ref_table)
+            if fk.ref_table.lower() in lowered:
+                out.add(table.name)
+    known = {t.name.lower(): t.name for t in schema.tables}
+    return {known[n.lower()] for n in out if n.lower() in known} - names
+
+
+def select_tables(
+    question: str, schema: SchemaInfo, example_sql: list[str], max_tables: int
+) -> tuple[list[Table], dict[str, float]]:
+    """Tables relevant to the question, their FK neighbours and tables the examples use, in schema order.
+
+    Returns the tables and a keep-priority per table (higher is kept longer under budget pressure).
+    """
+    scores = table_scores(question, schema)
+    used_by_examples: set[str] = set()
+    for sql in example_sql:
+        used_by_examples |= tables_in_sql(sql, schema)
+    ranked = sorted((t.name for t in schema.tables if scores[t.name] > 0), key=lambda n: -scores[n])
+    chosen: list[str] = ranked[:max_tables]
+    for name in sorted(used_by_examples, key=lambda n: -scores[n]):
+        if len(chosen) < max_tables and name not in chosen:
+            chosen.append(name)
+    for name in sorted(_neighbours(schema, set(chosen)), key=lambda n: -scores[n]):
+        if len(chosen) < max_tables and name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        chosen = [t.name for t in schema.tables[:max_tables]]
+    priority = _priorities(schema, scores, used_by_examples)
+    keep = set(chosen)
+    return [t for t in schema.tables if t.name in keep], priority
+
+
+def _priorities(schema: SchemaInfo, scores: dict[str, float], used_by_examples: set[str]) -> dict[str, float]:
+    relevant = {n for n, s in scores.items() if s > 0}
+    supporting = (_neighbours(schema, relevant) | used_by_examples) - relevant
+    return {
+        t.name: scores[t.name]
+        + (10.0 if t.name in relevant else 0.0)
+        + (0.5 if t.name in supporting else 0.0)
+        for t in schema.tables
+    }
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def _ident(name: str, dialect: str) -> str:
+    if _SAFE_IDENT.fullmatch(name):
+        return name
+    if dialect == "mysql":
+        return "`" + name.replace("`", "``") + "`"
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float | decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        value = value.isoformat()
+    text = str(value).replace("\n", " ")
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _samples(column: Column, limit: int) -> list[str]:
+    out: list[str] = []
+    for value in column.samples:
+        literal = _literal(value)
+        if literal is not None and literal not in out:
+            out.append(literal)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _fk_targets(table: Table) -> dict[str, tuple[str, str]]:
+    return {fk.column.lower(): (fk.ref_table, fk.ref_column) for fk in table.foreign_keys}
+
+
+def render_table_compact(table: Table, dialect: str, samples: int) -> str:
+    """``TABLE(col type PK, col2 type -> REF.col e.g. 'a'/'b', ...)``"""
+    refs = _fk_targets(table)
+    cols: list[str] = []
+    for column in table.columns:
+        text = f"{_ident(column.name, dialect)} {column.type or 'TEXT'}".rstrip()
+        if column.primary_key:
+            text += " PK"
+        ref = refs.get(column.name.lower())
+        if ref:
+            text += f" -> {_ident(ref[0], dialect)}.{_ident(ref[1], dialect)}"
+        values = _samples(column, samples) if samples else []
+        if values:
+            text += " e.g. " + "/".join(values)
+        cols.append(text)
+    return f"{_ident(table.name, dialect)}({', '.join(cols)})"
+
+
+def render_table_create(table: Table, dialect: str, samples: int) -> str:
+    """A CREATE TABLE-like block; sample values, when wanted, as trailing comments."""
+    refs = _fk_targets(table)
+    lines: list[str] = []
+    for column in table.columns:
+        text = f"  {_ident(column.name, dialect)} {column.type or 'TEXT'}".rstrip()
+        if column.primary_key:
+            text += " PRIMARY KEY"
+        ref = refs.get(column.name.lower())
+        if ref:
+            text += f" REFERENCES {_ident(ref[0], dialect)}({_ident(ref[1], dialect)})"
+        lines.append(text)
+    body = []
+    for i, line in enumerate(lines):
+        sep = "," if i < len(lines) - 1 else ""
+        values = _samples(table.columns[i], samples) if samples else []
+        body.append(f"{line}{sep}" + (f" -- e.g. {', '.join(values)}" if values else ""))
+    return f"CREATE TABLE {_ident(table.name, dialect)} (\n" + "\n".join(body) + "\n);"
+
+
+def render_schema(tables: list[Table], dialect: str, *, compact: bool, samples: int) -> str:
+    if compact:
+        return "\n".join(render_table_compact(t, dialect, samples) for t in tables)
+    return "\n".join(render_table_create(t, dialect, samples) for t in tables)
+
+
+def sql_block(sql: str) -> str:
+    """How the model is asked to answer, and how example answers are shown to it."""
+    return f"```sql\n{sql.strip().rstrip(';').strip()}\n```"
+
+
+def _render_fewshot(examples: list[ContextExample]) -> str:
+    # Given best first; rendered best last so the most similar example sits next to the question.
+    pairs = [f"Question: {e.question.strip()}\n{sql_block(e.sql)}" for e in reversed(examples)]
+    return "Examples from similar databases (their tables may differ from this schema):\n" + "\n".join(pairs)
+
+
+def _example_turns(examples: list[ContextExample]) -> list[ChatMessage]:
+    # Chat turns rather than inline text: a small model then answers the question exactly as the example
+    # answers look (one sql block) instead of continuing a "Question: ... SQL: ..." list. Best last.
+    turns: list[ChatMessage] = []
+    for e in reversed(examples):
+        turns.append(ChatMessage(role="user", content=e.question.strip()))
+        turns.append(ChatMessage(role="assistant", content=sql_block(e.sql)))
+    return turns
+
+
+def _history_turns(turns: list[Turn]) -> list[ChatMessage]:
+    out: list[ChatMessage] = []
+    for turn in turns:
+        if not turn.sql:
+            continue  # a turn that produced no SQL gives a follow-up nothing to build on
+        out.append(ChatMessage(role="user", content=turn.question.strip()))
+        out.append(ChatMessage(role="assistant", content=sql_block(turn.sql)))
+    return out
+
+
+def _system_text(dialect: str, options: PromptOptions, samples_shown: bool, domain_note: str | None) -> str:
+    name = DIALECT_NAMES.get(dialect, dialect)
+    if not options.reasoning:
+        lines = [f"Write one {name} SQL query that answers the question about the database below."]
+        if options.compact_schema:
+            lines.append("Join tables on the listed keys (->).")
+        lines.append("Return only the SQL query.")
+    else:
+        lines = [
+            f"You write {name} SQL queries for the database described below.",
+            "First, silently identify the tables and columns the question needs and check each one against "
+            "the schema. Use only tables and columns that exist there; join on the listed keys"
+            + (" (->)." if options.compact_schema else "."),
+            _DIALECT_HINTS.get(dialect, ""),
+        ]
+        if samples_shown:
+            lines.append("Spell filter values exactly as in the sample values.")
+        lines.append("Reply with exactly one SQL query in a ```sql code block and nothing else.")
+    if domain_note:
+        lines.append(f"About this data: {domain_note.strip()}")
+    return "\n".join(line for line in lines if line)
+
+
+# --- assembly under a budget -------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    tables: list[Table]
+    samples: bool
+    fewshot: list[ContextExample]
+    history: list[tuple[int, Turn]]
+    examples: list[ContextExample]
+
+
+def build_prompt(
+    question: str,
+    schema: SchemaInfo,
+    *,
+    history: list[Turn] | None = None,
+    examples: list[ContextExample] | None = None,
+    fewshot: list[ContextExample] | None = None,
+    options: PromptOptions | None = None,
+    budget_tokens: int = 3072,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+    domain_note: str | None = None,
+) -> Prompt:
+    """The chat messages for ``question``, fitted into ``budget_tokens`` by dropping the least useful parts."""
+    options = options or PromptOptions()
+    dialect = schema.dialect
+    project_examples = list(examples or []) if options.examples else []
+    library_examples = list(fewshot or []) if options.fewshot else []
+    turns = list(history or []) if options.history else []
+    first_turn = max(0, len(turns) - options.max_history)
+    numbered_turns = list(enumerate(turns))[first_turn:]
+
+    example_sql = [e.sql for e in project_examples]
+    if options.relevant_tables_only or len(schema.tables) > options.max_tables:
+        tables, priority = select_tables(question, schema, example_sql, options.max_tables)
+    else:
+        tables = list(schema.tables)
+        _, priority = select_tables(question, schema, example_sql, len(schema.tables))
+
+    state = _State(
+        tables=tables,
+        samples=options.sample_values and any(c.samples for t in tables for c in t.columns),
+        fewshot=library_examples,
+        history=numbered_turns,
+        examples=project_examples,
+    )
+
+    def render() -> tuple[list[ChatMessage], list[str]]:
+        parts = ["instruction"]
+        if options.reasoning:
+            parts.append("reasoning")
+        if domain_note:
+            parts.append("domain_note")
+        system = _system_text(dialect, options, state.samples, domain_note)
+        samples = options.max_samples if state.samples else 0
+        schema_text = render_schema(state.tables, dialect, compact=options.compact_schema, samples=samples)
+        blocks = [system, f"Database schema ({DIALECT_NAMES.get(dialect, dialect)}):\n{schema_text}"]
+        parts.append("schema")
+        if state.samples:
+            parts.append("sample_values")
+        if state.fewshot:
+            blocks.append(_render_fewshot(state.fewshot))
+            parts.append("fewshot")
+        messages = [ChatMessage(role="system", content="\n\n".join(blocks))]
+        if state.examples:
+            messages += _example_turns(state.examples)
+            parts.append("examples")
+        history_turns = _history_turns([t for _, t in state.history])
+        if history_turns:
+            messages += history_turns
+            parts.append("history")
+        messages.append(ChatMessage(role="user", content=question.strip()))
+        return messages, parts
+
+    def measure(messages: list[ChatMessage]) -> int:
+        return sum(count_tokens(m["content"]) + _MESSAGE_OVERHEAD for m in messages)
+
+    def drop_steps() -> Iterator[str]:
+        if state.samples:
+            state.samples = False
+            yield "sample_values"
+        while state.fewshot:
+            yield f"fewshot:{state.fewshot.pop().example_id}"
+        while len(state.history) > 1:
+            yield f"history:{state.history.pop(0)[0]}"
+        while state.examples:
+            yield f"example:{state.examples.pop().example_id}"
+        yield from drop_tables(lambda t: priority.get(t.name, 0.0) < 10.0)
+        while state.history:
+            yield f"history:{state.history.pop(0)[0]}"
+        yield from drop_tables(lambda t: True)
+
+    def drop_tables(eligible: Callable[[Table], bool]) -> Iterator[str]:
+        while len(state.tables) > 1:
+            candidates = [
+                (priority.get(t.name, 0.0), -i, t) for i, t in enumerate(state.tables) if eligible(t)
+            ]
+            if not candidates:
+                return
+            # Lowest priority first; among equals, the one listed last.
+            _, _, victim = min(candidates, key=lambda c: (c[0], c[1]))
+            state.tables.remove(victim)
+            yield f"table:{victim.name}"
+
+    messages, parts = render()
+    tokens = measure(messages)
+    dropped: list[str] = []
+    if tokens > budget_tokens:
+        for what in drop_steps():
+            dropped.append(what)
+            messages, parts = render()
+            tokens = measure(messages)
+            if tokens <= budget_tokens:
+                break
+    return Prompt(
+        messages=messages,
+        tokens=tokens,
+        parts=parts,
+        dropped=dropped,
+        dialect=dialect,
+        tables=[t.name for t in state.tables],
+        examples_used=[*state.examples, *state.fewshot],
+        over_budget=tokens > budget_tokens,
+    )
+
+
+def build_repair_messages(prompt: Prompt, sql: str, error: str) -> list[ChatMessage]:
+    """The original prompt, the model's previous query and what was wrong with it, asking for a fix."""
+    name = DIALECT_NAMES.get(prompt.dialect, prompt.dialect)
+    error_text = " ".join(error.split())
+    if len(error_text) > 600:
+        error_text = error_text[:597] + "..."
+    messages = list(prompt.messages)
+    if sql.strip():
+        messages.append(ChatMessage(role="assistant", content=sql_block(sql)))
+        problem = f"That query is wrong: {error_text}"
+    else:
+        messages.append(ChatMessage(role="assistant", content="(no SQL query)"))
+        problem = f"That answer contained no usable SQL query: {error_text}"
+    messages.append(
+        ChatMessage(
+            role="user",
+            content=f"{problem}\nWrite a corrected {name} query for the same question, using only tables and "
+            "columns from the schema. Reply with only the SQL in a ```sql code block.",
+        )
+    )
+    return messages
+
+
+__all__ = [
+    "DIALECT_NAMES",
+    "Prompt",
+    "PromptOptions",
+    "build_prompt",
+    "build_repair_messages",
+    "render_schema",
+    "select_tables",
+    "sql_block",
+    "table_scores",
+    "tables_in_sql",
+    "words",
+]

@@ -1,0 +1,155 @@
+"""Execution accuracy of a model (base, or base + adapter) on a project's held-out examples.
+
+For each example the model writes SQL from the same prompt inference uses; the SQL runs read-only on the
+customer database and its rows are compared with the example's own SQL result (:func:`results_match`).
+An example whose gold SQL no longer runs is left out rather than counted against the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from services.common.schema import SchemaInfo
+from services.generation.exec_match import gold_is_ordered, results_match
+from services.generation.llm.base import LLM, AdapterRef
+from services.training.dataset import Render, TrainingExample, default_render
+
+log = logging.getLogger(__name__)
+
+_FENCE = re.compile(r"```(?:sql)?\s*(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
+_START = re.compile(r"\b(WITH|SELECT)\b", re.IGNORECASE)
+
+
+class _Result(Protocol):
+    rows: Sequence[Any]
+
+
+class Executor(Protocol):
+    """What evaluation needs of ``services.common.customer_db.CustomerDatabases``."""
+
+    async def execute(self, database_url: str, sql: str, *, timeout_s: float, row_limit: int) -> Any: ...
+
+
+def _extract_sql_fallback(text: str) -> str:
+    fenced = _FENCE.search(text)
+    body = fenced.group(1) if fenced else text
+    start = _START.search(body)
+    if not start:
+        return ""
+    return body[start.start() :].split(";")[0].strip()
+
+
+def extract_sql(text: str) -> str:
+    try:
+        from services.generation.sql_check import extract_sql as shared
+    except ImportError:
+        return _extract_sql_fallback(text)
+    return shared(text)
+
+
+@dataclass
+class ExampleOutcome:
+    example_id: str
+    predicted_sql: str
+    correct: bool
+    error: str | None = None
+
+
+@dataclass
+class EvalResult:
+    label: str
+    total: int = 0
+    correct: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    outcomes: list[ExampleOutcome] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "total": self.total,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def gate(candidate_acc: float, current_acc: float, margin: float) -> bool:
+    """Promote only when the candidate is at least ``margin`` better (a tie passes with margin 0: the
+    candidate has learnt from more examples)."""
+    return candidate_acc + 1e-9 >= current_acc + margin
+
+
+@dataclass
+class Evaluator:
+    """Evaluates models on one project's examples; gold results are computed once and shared."""
+
+    llm: LLM
+    databases: Executor
+    database_url: str
+    schema: SchemaInfo
+    render: Render = default_render
+    max_tokens: int = 256
+    timeout_s: float = 10.0
+    row_limit: int = 1000
+    _gold: dict[str, list[Any] | None] = field(default_factory=dict, init=False, repr=False)
+
+    async def _rows(self, sql: str) -> list[Any]:
+        result = await self.databases.execute(
+            self.database_url, sql, timeout_s=self.timeout_s, row_limit=self.row_limit
+        )
+        return list(result.rows)
+
+    async def _gold_rows(self, sql: str) -> list[Any] | None:
+        if sql not in self._gold:
+            try:
+                self._gold[sql] = await self._rows(sql)
+            except Exception as exc:  # a gold query that no longer runs says nothing about the model
+                log.warning("gold SQL failed; example skipped", extra={"error": type(exc).__name__})
+                self._gold[sql] = None
+        return self._gold[sql]
+
+    async def accuracy(
+        self,
+        examples: Sequence[TrainingExample],
+        *,
+        adapter: AdapterRef | None = None,
+        label: str | None = None,
+    ) -> EvalResult:
+        import time
+
+        started = time.perf_counter()
+        result = EvalResult(label=label or (f"v{adapter.version}" if adapter else "base"))
+        for example in examples:
+            gold = await self._gold_rows(example.sql)
+            if gold is None:
+                result.skipped += 1
+                continue
+            messages = [m for m in self.render(example.question, self.schema) if m["role"] != "assistant"]
+            completion = await self.llm.complete(messages, max_tokens=self.max_tokens, adapter=adapter)
+            predicted = extract_sql(completion.text)
+            outcome = ExampleOutcome(str(example.id), predicted, False)
+            if predicted:
+                try:
+                    rows = await self._rows(predicted)
+                    outcome.correct = results_match(
+                        gold, rows, gold_is_ordered(example.sql, self.schema.dialect)
+                    )
+                except Exception as exc:
+                    outcome.error = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                outcome.error = "no SQL in the reply"
+            result.total += 1
+            result.correct += int(outcome.correct)
+            result.outcomes.append(outcome)
+        result.seconds = time.perf_counter() - started
+        return result

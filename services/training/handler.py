@@ -1,0 +1,129 @@
+"""Training consumer: training.requested → a LoRA job on Ray → training.status events and, when the adapter
+beats the serving model, model.updated."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import asyncpg
+
+from events import Event, ModelUpdated, TrainingRequested, TrainingStatus
+from services.common import metrics
+from services.common.consumer import BaseHandler
+from services.common.settings import Settings
+from services.training import registry
+
+log = logging.getLogger(__name__)
+
+
+class TrainingHandler(BaseHandler):
+    name: ClassVar[str] = "training"
+    subscriptions: ClassVar[dict[str, type[Event]]] = {TrainingRequested.topic: TrainingRequested}
+
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, *, trainer: Any = None, evaluator_llm: Any = None
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self._runner = trainer
+        self._evaluator_llm = evaluator_llm
+        self._databases: Any = None
+
+    def _runner_ready(self) -> Any:
+        if self._runner is None:
+            from services.training.ray_runner import RayTrainingRunner
+
+            self._runner = RayTrainingRunner(self.settings)
+        return self._runner
+
+    def _evaluation(self) -> tuple[Any, Any]:
+        if self._databases is None:
+            from services.common.customer_db import CustomerDatabases
+
+            self._databases = CustomerDatabases()
+        if self._evaluator_llm is None:
+            from services.wiring import build_llm
+
+            # The gate compares with what serves the project today: the configured model, or its adapter.
+            self._evaluator_llm = build_llm(self.settings)
+        return self._evaluator_llm, self._databases
+
+    async def close(self) -> None:
+        if self._databases is not None:
+            await self._databases.close()
+        if self._runner is not None and hasattr(self._runner, "shutdown"):
+            self._runner.shutdown()
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        from services.training.job import run_training_job
+
+        assert isinstance(event, TrainingRequested)
+        job = await registry.get_job(self.pool, event.event_id)
+        if job is not None and job.status in ("succeeded", "failed", "cancelled", "rejected"):
+            return ()  # finished before a crash let this request be redelivered
+        started = time.perf_counter()
+        statuses: list[Event] = [self._status(event, "submitted", 0.0, "LoRA training submitted to Ray")]
+        metrics.TRAINING_JOBS.labels("submitted").inc()
+        metrics.TRAINING_RUNNING.inc()
+        llm, databases = self._evaluation()
+        try:
+            outcome = await run_training_job(
+                self.pool,
+                self.settings,
+                self._runner_ready(),
+                project_id=event.project_id,
+                job_id=event.event_id,
+                base_model=event.base_model,
+                evaluator_llm=llm,
+                databases=databases,
+            )
+        except registry.JobAlreadyOpen as exc:
+            return [*statuses, self._status(event, "rejected", None, str(exc))]
+        finally:
+            metrics.TRAINING_RUNNING.dec()
+        seconds = time.perf_counter() - started
+        metrics.TRAINING_JOBS.labels(outcome.status).inc()
+        metrics.TRAINING_SECONDS.labels(outcome.status).observe(seconds)
+        out: list[Event] = [
+            *statuses,
+            self._status(
+                event, outcome.status, 1.0, outcome.error or f"adapter {outcome.promoted}", outcome.metrics
+            ),
+        ]
+        version = outcome.version
+        if version is not None and outcome.promoted in ("active", "canary"):
+            metrics.MODEL_VERSION.labels(event.project_id, outcome.promoted).set(version.version)
+            update = ModelUpdated(
+                project_id=event.project_id,
+                model_version_id=version.id,
+                version=version.version,
+                base_model=version.base_model,
+                adapter_path=version.adapter_path,
+                adapter_checksum=version.checksum,
+                status=outcome.promoted,
+                canary_share=self.settings.canary_share if outcome.promoted == "canary" else 0.0,
+                metrics=outcome.metrics,
+            )
+            out.append(update.with_derived_id(event.event_id, "model"))
+        return out
+
+    def _status(
+        self, request: TrainingRequested, status: str, progress: float | None, message: str, extra: Any = None
+    ) -> TrainingStatus:
+        event = TrainingStatus(
+            project_id=request.project_id,
+            job_id=request.event_id,
+            status=status,  # type: ignore[arg-type]
+            progress=progress,
+            message=message[:2000],
+            metrics=extra or {},
+        )
+        return event.with_derived_id(request.event_id, f"status-{status}")  # type: ignore[no-any-return]
+
+    def on_failure(self, event: Event, error: BaseException) -> Sequence[Event]:
+        if not isinstance(event, TrainingRequested):
+            return ()
+        return [self._status(event, "failed", None, f"training failed: {type(error).__name__}: {error}")]

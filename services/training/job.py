@@ -1,0 +1,151 @@
+"""One training job end to end, without Kafka: the training consumer's handler calls :func:`run_training_job`.
+
+data → Ray training → candidate registered → evaluated against the serving model on held-out examples →
+gate → promoted (or put on canary, or rejected) → job row finished. Every outcome, failures and
+cancellations included, ends in a finished ``training_jobs`` row and a :class:`TrainingOutcome` the handler
+turns into ``training.status`` / ``model.updated`` events.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from services.common.settings import Settings
+from services.generation.llm.base import LLM
+from services.training import registry
+from services.training.dataset import Render, load_dataset, mark_trained
+from services.training.evaluate import Evaluator, Executor, gate
+from services.training.lora_train import make_config
+from services.training.ray_runner import ProgressHandler, RayTrainingRunner, TrainingCancelled, TrainingFailed
+
+log = logging.getLogger(__name__)
+
+MIN_EXAMPLES = 4
+
+
+@dataclass
+class TrainingOutcome:
+    job_id: uuid.UUID
+    project_id: str
+    status: Literal["succeeded", "failed", "cancelled", "rejected"]
+    version: registry.ModelVersion | None = None
+    promoted: Literal["active", "canary", "candidate", "rejected"] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+async def run_training_job(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    runner: RayTrainingRunner,
+    *,
+    project_id: str,
+    job_id: uuid.UUID,
+    base_model: str | None = None,
+    evaluator_llm: LLM | None = None,
+    databases: Executor | None = None,
+    render: Render | None = None,
+    on_progress: ProgressHandler | None = None,
+    train_overrides: dict[str, Any] | None = None,
+) -> TrainingOutcome:
+    """Train, register, evaluate and (if it beats the serving model) promote one adapter for a project.
+
+    Without ``evaluator_llm`` and ``databases`` the adapter is registered as a candidate and left for a
+    person to promote (``querylift models promote``). Raises ``registry.JobAlreadyOpen`` when the project
+    already has an unfinished job.
+    """
+    base = base_model or settings.training_base_model
+    dataset = await load_dataset(
+        pool,
+        project_id,
+        validation_share=settings.validation_share,
+        seed=settings.training_seed,
+        render=render,
+    )
+    await registry.start_job(pool, project_id, job_id, examples_count=dataset.size, status="running")
+    if dataset.size < MIN_EXAMPLES:
+        error = f"{dataset.size} usable examples; at least {MIN_EXAMPLES} are needed"
+        await registry.finish_job(pool, job_id, "failed", error)
+        return TrainingOutcome(job_id, project_id, "failed", error=error)
+
+    version_number = await registry.next_version(pool, project_id)
+    config = make_config(
+        settings,
+        project_id=project_id,
+        version=version_number,
+        train=dataset.train_records(),
+        validation=dataset.validation_records(),
+        base_model=base,
+        **(train_overrides or {}),
+    )
+    try:
+        trained = await runner.run(str(job_id), config, on_progress)
+    except TrainingCancelled as exc:
+        await registry.finish_job(pool, job_id, "cancelled", str(exc))
+        return TrainingOutcome(job_id, project_id, "cancelled", error=str(exc))
+    except TrainingFailed as exc:
+        await registry.finish_job(pool, job_id, "failed", str(exc)[:2000])
+        return TrainingOutcome(job_id, project_id, "failed", error=str(exc))
+
+    metrics = {k: v for k, v in trained.items() if k not in ("adapter_path", "checksum")}
+    candidate = await registry.register_candidate(
+        pool,
+        project_id,
+        base_model=base,
+        adapter_path=trained["adapter_path"],
+        checksum=trained["checksum"],
+        metrics=metrics,
+        training_job_id=job_id,
+        version=version_number,
+    )
+    await mark_trained(pool, project_id, [e.id for e in dataset.train], candidate.version)
+
+    decision: Literal["active", "canary", "candidate", "rejected"] = "candidate"
+    if evaluator_llm is not None and databases is not None and dataset.validation:
+        database_url = await pool.fetchval("SELECT database_url FROM projects WHERE id = $1", project_id)
+        evaluator = Evaluator(
+            evaluator_llm,
+            databases,
+            database_url,
+            dataset.schema,
+            render=dataset.render,
+            max_tokens=settings.llm_max_tokens,
+            timeout_s=settings.sql_timeout_s,
+            row_limit=settings.sql_row_limit,
+        )
+        serving = (await registry.active_and_canary(pool, project_id)).active
+        current = await evaluator.accuracy(
+            dataset.validation, adapter=serving.adapter_ref() if serving else None
+        )
+        cand = await evaluator.accuracy(dataset.validation, adapter=candidate.adapter_ref())
+        passed = gate(cand.accuracy, current.accuracy, settings.promote_margin)
+        metrics.update(
+            eval_accuracy=cand.accuracy,
+            current_accuracy=current.accuracy,
+            current_version=serving.version if serving else None,
+            eval_examples=cand.total,
+            eval_seconds=round(current.seconds + cand.seconds, 3),
+            gate_passed=passed,
+        )
+        await registry.update_metrics(pool, project_id, candidate.version, metrics)
+        if not passed:
+            candidate = await registry.reject_candidate(pool, project_id, candidate.version)
+            decision = "rejected"
+        elif settings.canary_share > 0:
+            candidate = await registry.set_canary(pool, project_id, candidate.version, settings.canary_share)
+            decision = "canary"
+        else:
+            candidate = await registry.promote(pool, project_id, candidate.version)
+            decision = "active"
+
+    status: Literal["succeeded", "rejected"] = "rejected" if decision == "rejected" else "succeeded"
+    await registry.finish_job(pool, job_id, status, None, {**metrics, "version": candidate.version})
+    log.info(
+        "training finished", extra={"project": project_id, "version": candidate.version, "decision": decision}
+    )
+    return TrainingOutcome(job_id, project_id, status, candidate, decision, metrics)

@@ -1,0 +1,358 @@
+"""Model backends: the served ones against small local servers speaking their protocols, the GGUF one with
+the real SmolLM2-135M model, the scripted one, and the factory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.settings import Settings
+from services.generation.llm.base import AdapterRef, ChatMessage, ModelUnavailable
+from services.generation.llm.factory import build_llm
+from services.generation.llm.gguf import GGUFLLM
+from services.generation.llm.ollama import OllamaLLM
+from services.generation.llm.openai_compat import OpenAICompatLLM
+from services.generation.llm.scripted import ScriptedLLM, ScriptedNoMatch
+
+MESSAGES: list[ChatMessage] = [
+    ChatMessage(role="system", content="You write SQLite SQL."),
+    ChatMessage(role="user", content="How many users are there?"),
+]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeModelServer:
+    """A minimal HTTP/1.1 server: answers each request with the next scripted (status, JSON) reply."""
+
+    replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:] if ":" in h)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests.append(Request(method, path, headers, json.loads(body or b"{}")))
+        status, payload = self.replies.pop(0) if self.replies else (500, {"error": "no reply scripted"})
+        data = json.dumps(payload).encode()
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            f"Connection: close\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[FakeModelServer]:
+    fake = FakeModelServer()
+    fake.server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    yield fake
+    fake.server.close()
+    await fake.server.wait_closed()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"llm_model": "qwen2.5-coder:0.5b", "llm_retries": 2, "llm_timeout_s": 5.0}
+    return Settings(**(base | overrides))
+
+
+def openai_reply(text: str, prompt_tokens: int = 17, completion_tokens: int = 5) -> dict[str, Any]:
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+    }
+
+
+def ollama_reply(text: str, **counts: int) -> dict[str, Any]:
+    return {"model": "m", "message": {"role": "assistant", "content": text}, "done": True, **counts}
+
+
+# --- OpenAI-compatible ---------------------------------------------------------------------------------------
+
+
+async def test_openai_request_shape_and_usage(fake_server: FakeModelServer) -> None:
+    fake_server.replies.append((200, openai_reply("```sql\nSELECT COUNT(*) FROM users\n```", 23, 9)))
+    llm = OpenAICompatLLM(settings(), base_url=fake_server.url + "/v1", api_key="sk-test", backoff_s=0.01)
+    completion = await llm.complete(MESSAGES, max_tokens=64)
+    await llm.close()
+
+    assert completion.text.startswith("```sql")
+    assert (completion.prompt_tokens, completion.completion_tokens) == (23, 9)
+    assert completion.model == "qwen2.5-coder:0.5b" and completion.adapter_version is None
+    [request] = fake_server.requests
+    assert (request.method, request.path) == ("POST", "/v1/chat/completions")
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert request.body["model"] == "qwen2.5-coder:0.5b"
+    assert request.body["temperature"] == 0 and request.body["max_tokens"] == 64
+    assert request.body["messages"] == [dict(m) for m in MESSAGES]
+
+
+async def test_openai_without_key_sends_no_authorization(fake_server: FakeModelServer) -> None:
+    fake_server.replies.append((200, openai_reply("SELECT 1")))
+    llm = OpenAICompatLLM(settings(openai_api_key=None), base_url=fake_server.url, backoff_s=0.01)
+    await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+    assert "authorization" not in fake_server.requests[0].headers
+
+
+async def test_openai_retries_after_500(fake_server: FakeModelServer) -> None:
+    fake_server.replies += [(500, {"error": "overloaded"}), (200, openai_reply("SELECT 2"))]
+    llm = OpenAICompatLLM(settings(), base_url=fake_server.url, backoff_s=0.01)
+    completion = await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+    assert completion.text == "SELECT 2"
+    assert len(fake_server.requests) == 2
+
+
+async def test_openai_client_error_is_not_retried(fake_server: FakeModelServer) -> None:
+    fake_server.replies += [(404, {"error": "model not found"}), (200, openai_reply("SELECT 3"))]
+    llm = OpenAICompatLLM(settings(), base_url=fake_server.url, backoff_s=0.01)
+    with pytest.raises(ModelUnavailable, match="404"):
+        await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+    assert len(fake_server.requests) == 1
+
+
+async def test_openai_served_adapter_model_name(fake_server: FakeModelServer) -> None:
+    fake_server.replies += [(200, openai_reply("SELECT 1")), (200, openai_reply("SELECT 1"))]
+    adapter = AdapterRef(project_id="shop", version=3, path="/adapters/shop/3")
+    with_adapters = OpenAICompatLLM(settings(), base_url=fake_server.url, served_adapters=True)
+    completion = await with_adapters.complete(MESSAGES, max_tokens=16, adapter=adapter)
+    assert fake_server.requests[0].body["model"] == "qwen2.5-coder:0.5b:shop-v3"
+    assert completion.adapter_version == 3
+    base_only = OpenAICompatLLM(settings(), base_url=fake_server.url, served_adapters=False)
+    completion = await base_only.complete(MESSAGES, max_tokens=16, adapter=adapter)
+    assert fake_server.requests[1].body["model"] == "qwen2.5-coder:0.5b"
+    assert completion.adapter_version is None
+    await with_adapters.close()
+    await base_only.close()
+
+
+async def test_openai_down_raises_model_unavailable_with_hint() -> None:
+    llm = OpenAICompatLLM(settings(llm_retries=1), base_url=closed_port_url(), backoff_s=0.01)
+    with pytest.raises(ModelUnavailable, match=r"after 2 attempts.*OPENAI_BASE_URL"):
+        await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+
+
+# --- Ollama --------------------------------------------------------------------------------------------------
+
+
+async def test_ollama_request_shape_and_counts(fake_server: FakeModelServer) -> None:
+    fake_server.replies.append(
+        (200, ollama_reply("SELECT COUNT(*) FROM users", prompt_eval_count=31, eval_count=8))
+    )
+    llm = OllamaLLM(settings(llm_seed=7), url=fake_server.url, backoff_s=0.01)
+    completion = await llm.complete(MESSAGES, max_tokens=48)
+    await llm.close()
+    assert completion.text == "SELECT COUNT(*) FROM users"
+    assert (completion.prompt_tokens, completion.completion_tokens) == (31, 8)
+    [request] = fake_server.requests
+    assert request.path == "/api/chat"
+    assert request.body["stream"] is False
+    assert request.body["options"]["temperature"] == 0
+    assert request.body["options"]["num_predict"] == 48
+    assert request.body["options"]["seed"] == 7
+
+
+async def test_ollama_estimates_tokens_when_counts_are_missing(fake_server: FakeModelServer) -> None:
+    fake_server.replies.append((200, ollama_reply("SELECT name, email FROM users ORDER BY name")))
+    llm = OllamaLLM(settings(), url=fake_server.url, backoff_s=0.01)
+    completion = await llm.complete(MESSAGES, max_tokens=48)
+    await llm.close()
+    assert completion.prompt_tokens >= 10
+    assert 3 <= completion.completion_tokens <= 20
+
+
+async def test_ollama_retries_then_gives_up(fake_server: FakeModelServer) -> None:
+    fake_server.replies += [(500, {"error": "a"}), (503, {"error": "b"}), (500, {"error": "c"})]
+    llm = OllamaLLM(settings(llm_retries=2), url=fake_server.url, backoff_s=0.01)
+    with pytest.raises(ModelUnavailable, match=r"after 3 attempts.*HTTP 500"):
+        await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+    assert len(fake_server.requests) == 3
+
+
+async def test_ollama_retry_after_500_succeeds(fake_server: FakeModelServer) -> None:
+    fake_server.replies += [(500, {"error": "loading"}), (200, ollama_reply("SELECT 5", eval_count=2))]
+    llm = OllamaLLM(settings(), url=fake_server.url, backoff_s=0.01)
+    completion = await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+    assert completion.text == "SELECT 5" and len(fake_server.requests) == 2
+
+
+async def test_ollama_down_raises_model_unavailable_with_hint() -> None:
+    llm = OllamaLLM(settings(llm_retries=0), url=closed_port_url(), backoff_s=0.01)
+    with pytest.raises(ModelUnavailable, match="OLLAMA_URL"):
+        await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+
+
+async def test_backoff_grows_exponentially() -> None:
+    llm = OllamaLLM(settings(llm_retries=2), url=closed_port_url(), backoff_s=0.1)
+    started = time.perf_counter()
+    with pytest.raises(ModelUnavailable):
+        await llm.complete(MESSAGES, max_tokens=16)
+    await llm.close()
+    # Waits 0.1 s then 0.2 s between the three attempts.
+    assert 0.3 <= time.perf_counter() - started < 3.0
+
+
+# --- GGUF (real SmolLM2-135M) ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm(tmp_path_factory: pytest.TempPathFactory) -> GGUFLLM:
+    data_dir = tmp_path_factory.mktemp("gguf")
+    return GGUFLLM(
+        Settings(llm_model="smollm2-135m-instruct", llm_context_tokens=1024, llm_threads=2, data_dir=data_dir)
+    )
+
+
+@pytest.mark.real_model
+async def test_gguf_smollm2_completes_deterministically(smollm: GGUFLLM) -> None:
+    messages = [
+        ChatMessage(role="system", content="Reply with one SQL query in a ```sql code block."),
+        ChatMessage(role="user", content="Table users(id INTEGER, name TEXT). How many users are there?"),
+    ]
+    first = await smollm.complete(messages, max_tokens=24)
+    second = await smollm.complete(messages, max_tokens=24)
+    assert first.model == "smollm2-135m-instruct"
+    assert first.text.strip() and first.text == second.text
+    assert 0 < first.completion_tokens <= 24
+    # The prompt count includes the chat template around the two messages.
+    content_tokens = sum(smollm.count_tokens(m["content"]) for m in messages)
+    assert content_tokens < first.prompt_tokens < content_tokens + 40
+
+
+@pytest.mark.real_model
+async def test_gguf_completions_run_one_at_a_time(smollm: GGUFLLM) -> None:
+    messages = [ChatMessage(role="user", content="Say SELECT.")]
+    results = await asyncio.gather(*(smollm.complete(messages, max_tokens=6) for _ in range(3)))
+    assert len({r.text for r in results}) == 1
+
+
+@pytest.mark.real_model
+def test_gguf_counts_tokens_with_the_model_tokenizer(smollm: GGUFLLM) -> None:
+    assert smollm.count_tokens("") == 0
+    short = smollm.count_tokens("SELECT name FROM users")
+    long = smollm.count_tokens("SELECT name FROM users WHERE country = 'France' ORDER BY name LIMIT 10")
+    assert 3 <= short < long
+    # BPE merges common words: fewer tokens than characters.
+    assert long < len("SELECT name FROM users WHERE country = 'France' ORDER BY name LIMIT 10") / 2
+
+
+@pytest.mark.real_model
+async def test_gguf_serves_base_model_for_peft_adapter(smollm: GGUFLLM, tmp_path: Path) -> None:
+    adapter = AdapterRef(project_id="shop", version=2, path=str(tmp_path / "peft-adapter"))
+    completion = await smollm.complete(
+        [ChatMessage(role="user", content="Say SELECT.")], max_tokens=4, adapter=adapter
+    )
+    assert completion.adapter_version is None
+
+
+def test_gguf_unknown_model_is_model_unavailable(tmp_path: Path) -> None:
+    llm = GGUFLLM(Settings(llm_model="no-such-model", data_dir=tmp_path))
+    with pytest.raises(ModelUnavailable, match="Unknown model"):
+        llm.count_tokens("x")
+
+
+# --- scripted --------------------------------------------------------------------------------------------------
+
+
+async def test_scripted_rules_regex_callable_default_and_calls() -> None:
+    llm = ScriptedLLM(
+        [
+            (r"how many users", "```sql\nSELECT COUNT(*) FROM users\n```"),
+            (lambda text: text.endswith("?!"), lambda text: f"SELECT '{len(text)}'"),
+            (re.compile(r"boom"), ModelUnavailable("scripted outage")),
+        ],
+        default="SELECT 0",
+    )
+    assert (await llm.complete(MESSAGES, max_tokens=8)).text.endswith("FROM users\n```")
+    assert (
+        await llm.complete([ChatMessage(role="user", content="why?!")], max_tokens=8)
+    ).text == "SELECT '5'"
+    assert (await llm.complete([ChatMessage(role="user", content="other")], max_tokens=8)).text == "SELECT 0"
+    with pytest.raises(ModelUnavailable):
+        await llm.complete([ChatMessage(role="user", content="boom")], max_tokens=8)
+    assert [c.last_user for c in llm.calls] == ["How many users are there?", "why?!", "other", "boom"]
+    assert llm.calls[0].response is not None and llm.calls[-1].response is None
+    assert llm.name == "scripted"
+
+
+async def test_scripted_matches_last_user_message_only() -> None:
+    llm = ScriptedLLM([("users", "SELECT 1")])
+    messages = [
+        *MESSAGES,
+        ChatMessage(role="assistant", content="x"),
+        ChatMessage(role="user", content="fix it"),
+    ]
+    with pytest.raises(ScriptedNoMatch):
+        await llm.complete(messages, max_tokens=8)
+
+
+async def test_scripted_latency_and_adapter_version() -> None:
+    llm = ScriptedLLM([], default="SELECT 1", latency_s=0.05)
+    started = time.perf_counter()
+    completion = await llm.complete(
+        MESSAGES, max_tokens=8, adapter=AdapterRef(project_id="p", version=4, path="/x")
+    )
+    assert time.perf_counter() - started >= 0.05
+    assert completion.adapter_version == 4 and completion.prompt_tokens > 0
+
+
+# --- factory ---------------------------------------------------------------------------------------------------
+
+
+async def test_factory_scripted_backend_answers_select_1() -> None:
+    llm = build_llm(settings(llm_backend="scripted"))
+    assert (await llm.complete(MESSAGES, max_tokens=8)).text == "SELECT 1"
+
+
+def test_factory_builds_each_backend(tmp_path: Path) -> None:
+    assert isinstance(build_llm(settings(llm_backend="gguf", data_dir=tmp_path)), GGUFLLM)
+    assert isinstance(build_llm(settings(llm_backend="ollama", ollama_url="http://o:11434")), OllamaLLM)
+    assert isinstance(
+        build_llm(settings(llm_backend="openai", openai_base_url="http://v:8000/v1")), OpenAICompatLLM
+    )
+    with pytest.raises(ValueError, match="OLLAMA_URL"):
+        build_llm(settings(llm_backend="ollama", ollama_url=None))
+    with pytest.raises(ValueError, match="OPENAI_BASE_URL"):
+        build_llm(settings(llm_backend="openai", openai_base_url=None))
