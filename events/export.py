@@ -41,7 +41,7 @@ CONSUMERS: tuple[ConsumerTopology, ...] = (
     ConsumerTopology("query", ("chat.question",), ("query.resolved", "chat.error")),
     ConsumerTopology("retrieval", ("query.resolved",), ("retrieval.context", "chat.error")),
     ConsumerTopology("generation", ("retrieval.context", "model.updated"), ("chat.answer", "chat.error")),
-    ConsumerTopology("feedback", ("chat.answer", "chat.feedback"), ("training.requested",)),
+    ConsumerTopology("feedback", ("chat.answer", "chat.error", "chat.feedback"), ("training.requested",)),
     ConsumerTopology("training", ("training.requested",), ("training.status", "model.updated")),
 )
 

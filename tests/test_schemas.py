@@ -247,3 +247,17 @@ def test_cli_export_writes_what_check_accepts(tmp_path: Path, capsys: pytest.Cap
     (out / "chat.question.v1.json").write_text("{}")
     assert cli_main(["schemas", "check", "--out", str(out)]) == 1
     assert "chat.question.v1.json" in capsys.readouterr().out
+
+
+def test_documented_topology_matches_the_handlers() -> None:
+    """AsyncAPI, KEDA and compose are derived from CONSUMERS: it must say what each handler really consumes."""
+    from events.export import CONSUMERS
+    from services.feedback.handler import FeedbackHandler
+    from services.generation.handler import GenerationHandler
+    from services.query.handler import QueryHandler
+    from services.retrieval.handler import RetrievalHandler
+    from services.training.handler import TrainingHandler
+
+    handlers = {h.name: h for h in (QueryHandler, RetrievalHandler, GenerationHandler, FeedbackHandler, TrainingHandler)}
+    for consumer in CONSUMERS:
+        assert set(consumer.receives) == set(handlers[consumer.name].subscriptions), consumer.name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 
 import httpx
@@ -12,7 +13,8 @@ from rich.console import Console
 from services.common.db import create_pool, migrate
 from services.common.settings import Settings, get_settings
 
-console = Console()
+# Piped output (CI logs, `| tee`) keeps whole lines rather than rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         3072, ge=256, description="Prompt parts are dropped, least useful first, to fit."
     )
     llm_seed: int = Field(0, description="Sampling seed (decoding is greedy; kept for reproducibility).")
+    scripted_latency_ms: float = Field(
+        0.0, ge=0, description="llm_backend=scripted: simulated model latency per call (benchmarks, tests)."
+    )
+    scripted_sql: str = Field(
+        "SELECT 1", description="llm_backend=scripted: the SQL the scripted model answers every question with."
+    )
 
     # --- retrieval ------------------------------------------------------------------------------------
     embedding_model: str = Field("all-MiniLM-L6-v2", description="Sentence model name or path (offline).")

@@ -26,3 +26,9 @@ def settings_markdown() -> str:
 
 if __name__ == "__main__":
     print(settings_markdown())
+
+
+def replace_in_readme(text: str) -> str:
+    begin, end = "<!-- settings:begin -->", "<!-- settings:end -->"
+    a, b = text.index(begin) + len(begin), text.index(end)
+    return text[:a] + "\n" + settings_markdown() + "\n" + text[b:]

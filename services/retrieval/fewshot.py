@@ -105,24 +105,28 @@ def load_library(data_dir: Path) -> tuple[LibraryExample, ...]:
     return tuple(examples)
 
 
+_VECTORS: dict[tuple[str, str, bool], np.ndarray] = {}
+_VECTORS_LOCK = threading.Lock()
+
+
 class FewshotLibrary:
     """Selects library demonstrations by question similarity, from the project's domain plus 'generic'."""
 
     def __init__(self, data_dir: Path | None = None) -> None:
-        self.examples = load_library(data_dir or default_data_dir())
-        self._vectors: dict[tuple[str, bool], np.ndarray] = {}
-        self._lock = threading.Lock()
+        self.data_dir = data_dir or default_data_dir()
+        self.examples = load_library(self.data_dir)
 
     def domain_examples(self, domain: str) -> list[LibraryExample]:
         return [e for e in self.examples if e.domain == domain]
 
     def _matrix(self, embedder: Embedder, masked: bool) -> np.ndarray:
-        key = (embedder.name, masked)
-        with self._lock:
-            if key not in self._vectors:
+        # Shared by every library instance of the process: the library never changes while it runs.
+        key = (str(self.data_dir), embedder.name, masked)
+        with _VECTORS_LOCK:
+            if key not in _VECTORS:
                 texts = [e.masked_question if masked else e.question for e in self.examples]
-                self._vectors[key] = embedder.embed(texts)
-            return self._vectors[key]
+                _VECTORS[key] = embedder.embed(texts)
+            return _VECTORS[key]
 
     def select(
         self,

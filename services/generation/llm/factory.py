@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from services.common.settings import Settings
 from services.generation.llm.base import LLM
 
@@ -23,8 +25,11 @@ def build_llm(settings: Settings) -> LLM:
     if backend == "scripted":
         from services.generation.llm.scripted import ScriptedLLM
 
-        # A wiring check only: every question gets the same trivially valid query.
-        return ScriptedLLM(default="SELECT 1")
+        # Wiring checks and the pipeline benchmark: every question gets the same SQL after a fixed latency.
+        scripted = ScriptedLLM(default=settings.scripted_sql, latency_s=settings.scripted_latency_ms / 1000)
+        # A long-running consumer must not keep every prompt it saw (tests inspect calls; services don't).
+        scripted.calls = deque(maxlen=32)  # type: ignore[assignment]
+        return scripted
     if backend == "transformers":
         from services.generation.llm.transformers_peft import TransformersLLM  # type: ignore[import-not-found]
 

@@ -110,10 +110,18 @@ def _load(key: _Key, extra_buffers: bool) -> _Loaded:
 class GGUFLLM:
     """Greedy chat completions from a local GGUF model, using the chat template stored in the file."""
 
-    def __init__(self, settings: Settings, *, model: str | None = None, extra_buffers: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: str | None = None,
+        extra_buffers: bool = False,
+        prefix_cache: bool = False,
+    ) -> None:
         self.settings = settings
         self._model_name = model or settings.llm_model
         self._extra_buffers = extra_buffers
+        self._prefix_cache = prefix_cache
         self._path: Path | None = None
         self._warned_adapter = False
         is_file = self._model_name.lower().endswith(".gguf")
@@ -160,6 +168,10 @@ class GGUFLLM:
     ) -> dict[str, Any]:
         loaded = _load(self._key(lora_path), self._extra_buffers)
         with loaded.lock:
+            if not self._prefix_cache:
+                # Reusing the cached prompt prefix re-evaluates only the tail in a smaller batch, which
+                # changes the numerics enough to flip greedy choices: the same prompt must give the same SQL.
+                loaded.model.reset()
             try:
                 response: dict[str, Any] = loaded.model.create_chat_completion(
                     messages=[dict(m) for m in messages],
