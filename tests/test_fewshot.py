@@ -54,13 +54,18 @@ def test_library_example_parses_and_runs_on_sqlite(domain: str, raw: dict) -> No
 
 
 def _schema(*tables: tuple[str, list[str]]) -> SchemaInfo:
-    return SchemaInfo(dialect="sqlite", tables=[Table(name, [Column(c, "TEXT") for c in cols]) for name, cols in tables])
+    return SchemaInfo(
+        dialect="sqlite", tables=[Table(name, [Column(c, "TEXT") for c in cols]) for name, cols in tables]
+    )
 
 
 @pytest.mark.parametrize(
     ("schema", "domain"),
     [
-        (_schema(("respondents", ["id", "age"]), ("responses", ["id", "respondent_id", "submitted_at"])), "survey"),
+        (
+            _schema(("respondents", ["id", "age"]), ("responses", ["id", "respondent_id", "submitted_at"])),
+            "survey",
+        ),
         (_schema(("survey_answers", ["question_id", "answer_text"])), "survey"),
         (_schema(("orders", ["id", "customer_id", "total"]), ("products", ["id", "price"])), "ecommerce"),
         (_schema(("ShoppingCart", ["cartId", "productId", "unitPrice"])), "ecommerce"),
@@ -93,7 +98,9 @@ def embedder() -> Embedder:
         ("Who earns more than the average salary?", "generic", "gen-12"),
     ],
 )
-def test_library_selects_relevant_examples(embedder: Embedder, question: str, domain: str, expected_id: str) -> None:
+def test_library_selects_relevant_examples(
+    embedder: Embedder, question: str, domain: str, expected_id: str
+) -> None:
     library = FewshotLibrary()
     chosen = library.select(question, domain, 3, embedder)
     assert len(chosen) == 3

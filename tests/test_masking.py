@@ -24,7 +24,10 @@ SCHEMA = SchemaInfo(
                 Column("city", "TEXT", samples=["Paris", "New York", 12]),
             ],
         ),
-        Table("order_items", [Column("orderId", "INTEGER"), Column("unitPrice", "REAL"), Column("created_at", "TEXT")]),
+        Table(
+            "order_items",
+            [Column("orderId", "INTEGER"), Column("unitPrice", "REAL"), Column("created_at", "TEXT")],
+        ),
         Table("categories", [Column("category_name", "TEXT")]),
     ],
 )
@@ -69,13 +72,20 @@ def test_mask_question_is_stable_and_schema_dependent() -> None:
     question = "How many customers have status open?"
     assert mask_question(question, SCHEMA) == "how many <tab> have status open?"
     assert mask_question(question, other) == "how many customers have <col> open?"
-    assert retrieval_text("  How many   customers? ", "how many <tab>?") == "How many customers? | how many <tab>?"
+    assert (
+        retrieval_text("  How many   customers? ", "how many <tab>?")
+        == "How many customers? | how many <tab>?"
+    )
 
 
 @pytest.mark.parametrize(
     ("sql", "dialect", "skeleton"),
     [
-        ("SELECT COUNT(*) FROM customers WHERE city = 'Paris'", "sqlite", "SELECT COUNT(*) FROM _ WHERE _ = <val>"),
+        (
+            "SELECT COUNT(*) FROM customers WHERE city = 'Paris'",
+            "sqlite",
+            "SELECT COUNT(*) FROM _ WHERE _ = <val>",
+        ),
         (
             "select c.name, sum(o.total) as s from customers c join orders o on o.cid = c.id "
             "group by c.name having sum(o.total) > 100 order by s desc limit 5",
@@ -87,7 +97,11 @@ def test_mask_question_is_stable_and_schema_dependent() -> None:
             "sqlite",
             "SELECT _ FROM _ WHERE NOT _ IN (SELECT _ FROM _)",
         ),
-        ('SELECT "Order Id" FROM "My Table" WHERE x BETWEEN 1 AND 2', "postgres", "SELECT _ FROM _ WHERE _ BETWEEN <val> AND <val>"),
+        (
+            'SELECT "Order Id" FROM "My Table" WHERE x BETWEEN 1 AND 2',
+            "postgres",
+            "SELECT _ FROM _ WHERE _ BETWEEN <val> AND <val>",
+        ),
         ("SELECT `a` FROM `t` LIMIT 10", "mysql", "SELECT _ FROM _ LIMIT <val>"),
     ],
 )
@@ -96,7 +110,10 @@ def test_sql_skeleton(sql: str, dialect: str, skeleton: str) -> None:
 
 
 def test_sql_skeleton_of_unparsable_sql_masks_tokens() -> None:
-    assert sql_skeleton("SELEC name FRM t WHERE x = 'a' AND y = 3", "sqlite") == "_ _ _ _ WHERE _ = <val> AND _ = <val>"
+    assert (
+        sql_skeleton("SELEC name FRM t WHERE x = 'a' AND y = 3", "sqlite")
+        == "_ _ _ _ WHERE _ = <val> AND _ = <val>"
+    )
 
 
 @pytest.mark.parametrize(
@@ -105,7 +122,12 @@ def test_sql_skeleton_of_unparsable_sql_masks_tokens() -> None:
         ("SELECT COUNT(*) FROM t WHERE a = 1", "SELECT COUNT(*) FROM u WHERE b = 'x'", 1.0, 1.0),
         ("SELECT a FROM t ORDER BY a DESC LIMIT 1", "SELECT b FROM u ORDER BY c DESC LIMIT 3", 1.0, 1.0),
         ("SELECT a, COUNT(*) FROM t GROUP BY a", "SELECT a FROM t WHERE b = 1", 0.3, 0.8),
-        ("SELECT a FROM t", "SELECT x, SUM(y) FROM t JOIN u ON t.i = u.i GROUP BY x HAVING SUM(y) > 2", 0.0, 0.5),
+        (
+            "SELECT a FROM t",
+            "SELECT x, SUM(y) FROM t JOIN u ON t.i = u.i GROUP BY x HAVING SUM(y) > 2",
+            0.0,
+            0.5,
+        ),
     ],
 )
 def test_skeleton_similarity(a: str, b: str, low: float, high: float) -> None:

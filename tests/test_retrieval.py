@@ -123,8 +123,12 @@ async def _add_all(
     return ids
 
 
-async def _select(pool: asyncpg.Pool, index: PgVectorIndex, embedder: Embedder, project_id: str, question: str, k: int = 3):  # type: ignore[no-untyped-def]
-    return await select_examples(pool, index, embedder, project_id=project_id, question=question, schema=SCHEMA, k=k)
+async def _select(
+    pool: asyncpg.Pool, index: PgVectorIndex, embedder: Embedder, project_id: str, question: str, k: int = 3
+):  # type: ignore[no-untyped-def]
+    return await select_examples(
+        pool, index, embedder, project_id=project_id, question=question, schema=SCHEMA, k=k
+    )
 
 
 def test_embedder_normalised_and_batched(embedder: Embedder) -> None:
@@ -163,9 +167,13 @@ async def test_add_is_idempotent(pool: asyncpg.Pool, embedder: Embedder, project
     first = await add_verified_example(pool, index, embedder, **kwargs)  # type: ignore[arg-type]
     second = await add_verified_example(pool, index, embedder, **kwargs)  # type: ignore[arg-type]
     assert first == second
-    row = await pool.fetchrow("SELECT count(*) AS n, max(embedding_model) AS model FROM examples WHERE project_id = $1", project_id)
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, max(embedding_model) AS model FROM examples WHERE project_id = $1", project_id
+    )
     assert row["n"] == 1 and row["model"] == embedder.name
-    stored = await pool.fetchrow("SELECT masked_question, sql_skeleton, tables FROM examples WHERE id = $1", first)
+    stored = await pool.fetchrow(
+        "SELECT masked_question, sql_skeleton, tables FROM examples WHERE id = $1", first
+    )
     assert stored["masked_question"] == "how many <tab> are there?"
     assert stored["sql_skeleton"] == "SELECT COUNT(*) FROM _"
     assert stored["tables"] == ["products"]
@@ -238,7 +246,9 @@ async def test_rated_down_example_is_never_returned(
     assert await pool.fetchval("SELECT rated_down FROM examples WHERE id = $1", bad) is True
 
 
-async def test_correction_replaces_wrong_sql(pool: asyncpg.Pool, embedder: Embedder, project: tuple[str, int]) -> None:
+async def test_correction_replaces_wrong_sql(
+    pool: asyncpg.Pool, embedder: Embedder, project: tuple[str, int]
+) -> None:
     index = PgVectorIndex(pool)
     project_id, version_id = project
     answer_id = uuid.uuid4()
@@ -270,9 +280,13 @@ async def test_correction_replaces_wrong_sql(pool: asyncpg.Pool, embedder: Embed
         schema_version_id=version_id,
     )
     assert fixed == original
-    rows = await pool.fetch("SELECT sql, source, rated_down, sql_skeleton FROM examples WHERE answer_id = $1", answer_id)
+    rows = await pool.fetch(
+        "SELECT sql, source, rated_down, sql_skeleton FROM examples WHERE answer_id = $1", answer_id
+    )
     assert len(rows) == 1
-    assert rows[0]["sql"] == corrected and rows[0]["source"] == "correction" and rows[0]["rated_down"] is False
+    assert (
+        rows[0]["sql"] == corrected and rows[0]["source"] == "correction" and rows[0]["rated_down"] is False
+    )
     assert rows[0]["sql_skeleton"] == sql_skeleton(corrected, "sqlite")
     chosen = await _select(pool, index, embedder, project_id, "mean total of orders", k=1)
     assert chosen[0].sql == corrected
@@ -290,9 +304,9 @@ async def test_correction_replaces_wrong_sql(pool: asyncpg.Pool, embedder: Embed
         schema=SCHEMA,
         schema_version_id=version_id,
     )
-    assert await pool.fetchval("SELECT source FROM examples WHERE id = $1 AND answer_id = $2", created, new_answer) == (
-        "correction"
-    )
+    assert await pool.fetchval(
+        "SELECT source FROM examples WHERE id = $1 AND answer_id = $2", created, new_answer
+    ) == ("correction")
 
 
 async def test_stale_on_schema_change_and_revived(
@@ -306,7 +320,10 @@ async def test_stale_on_schema_change_and_revived(
     assert await mark_stale_for_schema(pool, index, project_id, SCHEMA_NO_PRODUCTS, version_id + 1000) == len(
         product_ids
     )
-    stale = {r["id"] for r in await pool.fetch("SELECT id FROM examples WHERE project_id = $1 AND stale", project_id)}
+    stale = {
+        r["id"]
+        for r in await pool.fetch("SELECT id FROM examples WHERE project_id = $1 AND stale", project_id)
+    }
     assert stale == product_ids
     chosen = await _select(pool, index, embedder, project_id, "What is the most expensive product?", k=6)
     assert not product_ids & {uuid.UUID(c.example_id) for c in chosen}
@@ -315,7 +332,9 @@ async def test_stale_on_schema_change_and_revived(
 
     # The table comes back: the examples are valid and retrievable again.
     assert await mark_stale_for_schema(pool, index, project_id, SCHEMA, version_id, embedder) == 0
-    assert await pool.fetchval("SELECT count(*) FROM examples WHERE project_id = $1 AND stale", project_id) == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM examples WHERE project_id = $1 AND stale", project_id) == 0
+    )
     chosen = await _select(pool, index, embedder, project_id, "Which product has the highest price?", k=1)
     assert chosen[0].question == "What is the most expensive product?"
 
@@ -387,15 +406,26 @@ def test_referenced_names_and_validity() -> None:
     )
     tables, columns = referenced_names(sql, "sqlite", SCHEMA)
     assert tables == ["customers", "orders", "products"]
-    assert columns == ["customers.id", "customers.name", "orders.customer_id", "orders.total", "products.price"]
+    assert columns == [
+        "customers.id",
+        "customers.name",
+        "orders.customer_id",
+        "orders.total",
+        "products.price",
+    ]
     assert is_valid_for(tables, columns, SCHEMA)
     assert not is_valid_for(tables, columns, SCHEMA_NO_PRODUCTS)
     assert not is_valid_for(["orders"], ["orders.discount"], SCHEMA)
+    # A bare column is valid while one of the example's tables has it.
+    assert is_valid_for(["customers", "orders"], ["name"], SCHEMA)
+    assert not is_valid_for(["orders"], ["name"], SCHEMA)
     assert referenced_names("not sql at all (", "sqlite", SCHEMA) == ([], [])
 
 
 def _cand(name: str, similarity: float, sql: str) -> Candidate:
-    return Candidate(example_id=name, question=name, sql=sql, skeleton=sql_skeleton(sql, "sqlite"), similarity=similarity)
+    return Candidate(
+        example_id=name, question=name, sql=sql, skeleton=sql_skeleton(sql, "sqlite"), similarity=similarity
+    )
 
 
 GROUP_COUNT = "SELECT {c}, COUNT(*) FROM {t} GROUP BY {c}"
@@ -425,5 +455,8 @@ def test_mmr_diversifies_skeletons_unless_far_more_similar() -> None:
     assert no_diversity == ["s0", "s1"]
     # A much more similar same-shape example still wins over a different but weak one.
     weak = _cand("weak", 0.20, "SELECT name FROM products ORDER BY price DESC LIMIT 1")
-    strong = [_cand("a", 0.90, GROUP_COUNT.format(c="x", t="t")), _cand("b", 0.88, GROUP_COUNT.format(c="y", t="t"))]
+    strong = [
+        _cand("a", 0.90, GROUP_COUNT.format(c="x", t="t")),
+        _cand("b", 0.88, GROUP_COUNT.format(c="y", t="t")),
+    ]
     assert [c.example_id for c, _ in select_from_candidates([*strong, weak], 2)] == ["a", "b"]

@@ -113,4 +113,7 @@ def write_results(
 
 
 def print_table(document: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(results_table(document))
+    if console is None:
+        console = Console()
+        console.width = max(console.width, 132)  # the table is wide; pipes and CI report 80 columns
+    console.print(results_table(document))

@@ -38,6 +38,7 @@ from services.common.settings import Settings, get_settings
 from services.feedback.learn import Learner
 from services.generation.llm.base import LLM, AdapterRef, ModelUnavailable
 from services.generation.pipeline import generate_answer
+from services.generation.prompt import build_prompt
 from services.query.register import register_project
 from services.retrieval.fewshot import FewshotLibrary
 from services.retrieval.selection import select_examples
@@ -191,6 +192,7 @@ class AccuracyBench:
         self.library = FewshotLibrary()
         self.strategies = resolve(options.strategies)
         self.predictions: list[dict[str, Any]] = []
+        self._answers: dict[str, Outcome] = {}
         self._progress: Any = None
 
     # --- context and answers ---------------------------------------------------------------------------
@@ -228,6 +230,34 @@ class AccuracyBench:
         started = time.perf_counter()
         examples, fewshot = await self._context(state, strategy, item)
         error: str | None = None
+        config = strategy.generation_config(self.settings)
+        domain_note = state.project.description if strategy.domain_note else None
+        # Greedy decoding makes an answer a function of the prompt and the loop settings: a strategy whose
+        # prompt for this question is identical to one already answered (e.g. few-shot adds nothing when
+        # project examples fill the room) gets that answer instead of a second identical model run.
+        prompt = build_prompt(
+            item.question,
+            state.schema,
+            examples=examples,
+            fewshot=fewshot,
+            options=config.prompt,
+            budget_tokens=config.budget_tokens,
+            count_tokens=self.llm.count_tokens,
+            domain_note=domain_note,
+        )
+        key = json.dumps(
+            [
+                item.id,
+                prompt.messages,
+                [config.static_check, config.repair_rounds, config.execution_repair, config.max_tokens],
+                repr(adapter),
+            ],
+            default=str,
+        )
+        cached = self._answers.get(key)
+        if cached is not None:
+            reused = dataclasses.replace(cached, reused=True)
+            return reused
         try:
             result = await generate_answer(
                 self.llm,
@@ -237,9 +267,9 @@ class AccuracyBench:
                 database_url=state.project.database_url,
                 examples=examples,
                 fewshot=fewshot,
-                config=strategy.generation_config(self.settings),
+                config=config,
                 adapter=adapter,
-                domain_note=state.project.description if strategy.domain_note else None,
+                domain_note=domain_note,
             )
         except ModelUnavailable as exc:
             latency = time.perf_counter() - started
@@ -258,7 +288,7 @@ class AccuracyBench:
         correct = is_correct(item.sql, state.gold[item.id], rows, state.schema.dialect)
         if rows is not None and not correct and result.result is not None and result.result.truncated:
             error = "result truncated by the row limit"
-        return Outcome(
+        outcome = Outcome(
             item_id=item.id,
             question=item.question,
             gold_sql=item.sql,
@@ -275,6 +305,8 @@ class AccuracyBench:
             examples=len(examples),
             fewshot=len(fewshot),
         )
+        self._answers[key] = outcome
+        return outcome
 
     async def _answer_all(
         self, state: _ProjectState, strategy: Strategy, adapter: AdapterRef | None, label: str
@@ -470,6 +502,7 @@ class AccuracyBench:
                         "seconds": round(seconds, 1),
                         "seconds_per_question": round(seconds / max(len(outcomes), 1), 2),
                         "answered_as": reused,
+                        "answers_reused": sum(o.reused for o in outcomes),
                         "adapter": state.adapter_info if adapter is not None else None,
                         "failures": [
                             {

@@ -33,6 +33,8 @@ class Outcome:
     error: str | None = None
     examples: int = 0
     fewshot: int = 0
+    #: Answered by an identical earlier prompt (same question, prompt messages, loop settings and adapter).
+    reused: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

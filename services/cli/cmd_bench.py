@@ -1,7 +1,7 @@
 """``querylift bench ...``: benchmarks. ``bench accuracy`` lives here; more bench commands plug in below.
 
 To add one (e.g. ``bench pipeline``), either call :func:`register_bench_command` from an imported module or
-list a module in ``BENCH_COMMAND_MODULES`` that defines ``register_bench(bench_subparsers)``.
+list ``(module, function)`` in ``BENCH_COMMAND_MODULES``: ``function(bench_subparsers)`` adds its parser.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 Configure = Callable[[argparse.ArgumentParser], None]
 
-#: Modules with ``register_bench(bench_subparsers)``; missing ones are skipped (not in this build).
-BENCH_COMMAND_MODULES: tuple[str, ...] = ("services.cli.cmd_bench_pipeline",)
+#: (module, function) pairs; ``function(bench_subparsers)`` registers a command. Missing modules are skipped.
+BENCH_COMMAND_MODULES: tuple[tuple[str, str], ...] = (("bench.pipeline.cli", "register_pipeline"),)
 
 _COMMANDS: dict[str, tuple[str, Configure]] = {}
 
@@ -32,14 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     for name, (help_text, configure) in _COMMANDS.items():
         configure(bench_sub.add_parser(name, help=help_text))
-    for module_name in BENCH_COMMAND_MODULES:
+    for module_name, function in BENCH_COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # not part of this build
             raise
-        module.register_bench(bench_sub)
+        getattr(module, function)(bench_sub)
 
 
 # --- bench accuracy --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from services.common.runtime_db import open_pool
 from services.common.settings import get_settings
 from services.query.projects import ProjectError, list_projects, load_project
 from services.query.register import register_project
+from services.wiring import build_index
 
 console = Console()
 
@@ -47,6 +48,7 @@ async def _add(args: argparse.Namespace) -> int:
             domain=args.domain,
             description=args.description,
             training_threshold=args.training_threshold,
+            index=build_index(get_settings(), pool),
         )
     except ProjectError as exc:
         console.print(f"[red]Could not register {args.name}:[/] {exc}")

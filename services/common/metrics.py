@@ -107,6 +107,11 @@ FEEDBACK_RATING_POINTS = Counter(
 FEEDBACK_THUMBS = Counter(
     "querylift_feedback_thumbs_total", "Thumbs received (up, down).", ["project", "thumbs"]
 )
+FEEDBACK_BY_ARM = Counter(
+    "querylift_feedback_by_arm_total",
+    "Judged answers by A/B arm (good: rating >= 4 or thumbs up; bad: rating <= 2, thumbs down or a correction).",
+    ["project", "arm", "verdict"],
+)
 FEEDBACK_CORRECTIONS = Counter(
     "querylift_feedback_corrections_total", "Feedback that carried a corrected SQL.", ["project"]
 )

@@ -50,16 +50,20 @@ class FeedbackHandler(BaseHandler):
             metrics.FEEDBACK_CORRECTIONS.labels(event.project_id).inc()
         if event.chart_relevant is not None:
             metrics.CHART_FEEDBACK.labels(event.project_id, str(event.chart_relevant).lower()).inc()
-        return await self._learn(event.project_id, event.answer_id, event.event_id)
+        return await self._learn(event.project_id, event.answer_id, event.event_id, judged=True)
 
-    async def _learn(self, project_id: str, answer_id: object, cause: object) -> Sequence[Event]:
+    async def _learn(self, project_id: str, answer_id: object, cause: object, judged: bool = False) -> Sequence[Event]:
         answer = await answer_row(self.pool, project_id, answer_id)
         if answer is None:
             return ()
         learned = False
+        decision = None
         for feedback in await feedback_for_answer(self.pool, project_id, answer_id):
             decision = await self.learner.apply(answer, feedback)
             learned = learned or decision.action in ("verify", "correct")
+        if judged and decision is not None and decision.action != "none":
+            verdict = "good" if decision.action == "verify" else "bad"
+            metrics.FEEDBACK_BY_ARM.labels(project_id, answer["arm"], verdict).inc()
         if not learned:
             return ()
         request = await maybe_request_training(

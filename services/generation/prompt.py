@@ -136,7 +136,10 @@ def table_scores(question: str, schema: SchemaInfo) -> dict[str, float]:
     q_lower = question.lower()
     scores: dict[str, float] = {}
     for table in schema.tables:
-        score = 3.0 * len(words(table.name) & q_words)
+        name_words = words(table.name)
+        score = 3.0 * len(name_words & q_words)
+        if name_words and name_words <= q_words:
+            score += 2.0  # the whole name is in the question: "orders" beats "order_items" for "orders"
         column_words: set[str] = set()
         for column in table.columns:
             column_words |= words(column.name)

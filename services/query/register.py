@@ -7,6 +7,7 @@ import asyncpg
 from services.common.customer_db import BadDatabaseURL, DatabaseUnavailable, dialect_of, discover_schema
 from services.common.schema import SchemaInfo
 from services.query.projects import ProjectError, store_schema_version, upsert_project
+from services.retrieval.index import VectorIndex
 
 
 async def register_project(
@@ -17,8 +18,12 @@ async def register_project(
     domain: str | None = None,
     description: str | None = None,
     training_threshold: int | None = None,
+    index: VectorIndex | None = None,
 ) -> tuple[SchemaInfo, int, str]:
-    """Returns the discovered schema, its version id and the project's domain."""
+    """Returns the discovered schema, its version id and the project's domain.
+
+    ``index`` is the vector index stale examples are removed from (pgvector in the system of record by default).
+    """
     try:
         dialect = dialect_of(database_url)
         schema = await discover_schema(database_url)
@@ -44,6 +49,7 @@ async def register_project(
     version_id, changed = await store_schema_version(pool, project_id, schema)
     if changed:
         from services.retrieval.examples import mark_stale_for_schema
+        from services.retrieval.index_pgvector import PgVectorIndex
 
-        await mark_stale_for_schema(pool, None, project_id, schema, version_id)
+        await mark_stale_for_schema(pool, index or PgVectorIndex(pool), project_id, schema, version_id)
     return schema, version_id, domain

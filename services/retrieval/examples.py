@@ -48,6 +48,8 @@ def example_id_for(project_id: str, *, answer_id: uuid.UUID | None, question: st
 def referenced_names(sql: str, dialect: str, schema: SchemaInfo | None = None) -> tuple[list[str], list[str]]:
     """(tables, ``table.column``s) the SQL reads, lower-cased; columns only where the table is certain.
 
+    The local resolver, used when ``services.generation.sql_check`` is not importable.
+
     Unqualified columns are attributed through the schema to the referenced table that has them; names
     that resolve to no real table (CTEs, derived tables, select aliases) are left out rather than guessed,
     so a later schema check never marks an example stale for a name that was never a schema name.
@@ -92,17 +94,40 @@ def referenced_names(sql: str, dialect: str, schema: SchemaInfo | None = None) -
 
 
 def _names_for(sql: str, schema: SchemaInfo) -> tuple[list[str], list[str]]:
-    return referenced_names(sql, schema.dialect, schema)
+    """Names via the generation checker's resolver (one resolver for the whole system) when present."""
+    try:
+        from services.generation.sql_check import referenced_names as shared
+    except ImportError:  # pragma: no cover - the local resolver is the fallback
+        return referenced_names(sql, schema.dialect, schema)
+    tables, columns = shared(sql, schema.dialect)
+    schema_columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables}
+    resolved: set[str] = set()
+    for ref in columns:
+        if "." in ref:
+            resolved.add(ref)
+            continue
+        # Tie a bare column to its table where the schema makes that unambiguous.
+        owners = [t for t in sorted(tables) if ref in schema_columns.get(t, set())]
+        resolved.add(f"{owners[0]}.{ref}" if len(owners) == 1 else ref)
+    return sorted(tables), sorted(resolved)
 
 
 def is_valid_for(tables: Sequence[str], columns: Sequence[str], schema: SchemaInfo) -> bool:
-    """Whether every table and column an example references still exists in ``schema``."""
+    """Whether every table and column an example references still exists in ``schema``.
+
+    A bare column (``name`` whose table could not be told) is valid while one of the example's tables has it.
+    """
     schema_tables, schema_columns = schema.names()
-    if any(t.lower() not in schema_tables for t in tables):
+    lowered_tables = [t.lower() for t in tables]
+    if any(t not in schema_tables for t in lowered_tables):
         return False
+    scope = set(lowered_tables) or schema_tables
     for ref in columns:
         table, _, column = ref.lower().rpartition(".")
-        if table and (table, column) not in schema_columns:
+        if table:
+            if (table, column) not in schema_columns:
+                return False
+        elif not any((t, column) in schema_columns for t in scope):
             return False
     return True
 

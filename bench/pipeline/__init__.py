@@ -1,0 +1,1 @@
+"""``querylift bench pipeline``: throughput, added latency, lag and resource use of the five real consumers."""
