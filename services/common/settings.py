@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         validation_alias=_alias("openai_api_key", "OPENAI_API_KEY"),
         description="Bearer key for the OpenAI-compatible server, if it needs one (never logged).",
     )
+    llm_served_adapters: bool = Field(
+        False,
+        description="ollama/openai: ask for model '<llm_model>:<project>-v<version>' when a project has an adapter "
+        "(exported with `querylift models export`).",
+    )
     llm_timeout_s: float = Field(120.0, gt=0, description="Seconds one model call may take.")
     llm_retries: int = Field(2, ge=0, description="Retries with exponential backoff for served models.")
     llm_max_tokens: int = Field(256, ge=16, description="Completion tokens per SQL generation.")
