@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from services.generation.exec_match import gold_is_ordered, results_match
 
-MATCH_CASES = [
+MATCH_CASES: list[tuple[list[Any], list[Any], bool, bool, str]] = [
     # (gold, predicted, ordered, expected, why)
     ([(1, "a"), (2, "b")], [(2, "b"), (1, "a")], False, True, "row order ignored when unordered"),
     ([(1, "a"), (2, "b")], [(2, "b"), (1, "a")], True, False, "row order matters when ordered"),
@@ -31,7 +32,9 @@ MATCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("gold", "pred", "ordered", "expected", "why"), MATCH_CASES, ids=[c[4] for c in MATCH_CASES])
+@pytest.mark.parametrize(
+    ("gold", "pred", "ordered", "expected", "why"), MATCH_CASES, ids=[c[4] for c in MATCH_CASES]
+)
 def test_results_match(gold: list, pred: list, ordered: bool, expected: bool, why: str) -> None:
     assert results_match(gold, pred, ordered) is expected, why
 

@@ -59,7 +59,15 @@ async def stack(
     await register_project(pool, project_id=project, database_url=f"sqlite:///{database}")
     overrides = Overrides(llm=scripted_model(), embedder=get_embedder(settings.embedding_model))
     async with running_pipeline(settings, overrides) as client:
+        _LLMS[id(client)] = overrides.llm
         yield client, project, settings
+
+
+_LLMS: dict[int, ScriptedLLM] = {}
+
+
+def stack_llm(stack: tuple[QueryliftClient, str, Settings]) -> ScriptedLLM:
+    return _LLMS[id(stack[0])]
 
 
 async def test_question_flows_through_all_five_consumers_scripted_llm(stack, pool: asyncpg.Pool) -> None:
@@ -200,3 +208,17 @@ async def test_unsafe_correction_is_not_trusted_scripted_llm(stack, pool: asyncp
     _, _, settings = stack
     with sqlite3.connect(settings.data_dir / "bikeshop.sqlite") as db:
         assert db.execute("SELECT count(*) FROM orders").fetchone()[0] == 600
+
+
+async def test_follow_up_question_carries_the_conversation_scripted_llm(stack) -> None:
+    client, project, _ = stack
+    llm = stack_llm(stack)
+    first = await client.ask(project, "how many orders were returned", conversation_id="follow")
+    assert isinstance(first, ChatAnswer)
+    # The answer is stored by the feedback consumer; the next turn of the conversation must see it.
+    await asyncio.sleep(1.0)
+    calls_before = len(llm.calls)
+    await client.ask(project, "and how many gold customers?", conversation_id="follow")
+    prompt = "\n".join(m["content"] for m in llm.calls[calls_before].messages)
+    assert "how many orders were returned" in prompt
+    assert GOLD["returned"] in prompt

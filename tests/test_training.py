@@ -19,11 +19,11 @@ import pytest
 
 from services.common.schema import Column, SchemaInfo, Table
 from services.common.settings import Settings
-from services.generation.llm.base import AdapterRef
+from services.generation.llm.base import AdapterRef, ChatMessage
 from services.generation.llm.transformers_peft import AdapterMismatch, TransformersLLM
 from services.training import registry
 from services.training.dataset import assistant_content, export_jsonl, load_dataset, split
-from services.training.evaluate import Evaluator, extract_sql, gate
+from services.training.evaluate import extract_sql, gate
 from services.training.job import TrainingOutcome, run_training_job
 from services.training.lora_train import ADAPTER_WEIGHTS, encode_example, read_progress, sha256_file
 from services.training.ray_runner import RayTrainingRunner
@@ -40,7 +40,9 @@ TRAIN_OVERRIDES = {"max_steps": 16, "batch_size": 4, "learning_rate": 1e-3, "lor
 
 def _make_sqlite(path: Path) -> None:
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE employees (id INTEGER PRIMARY KEY, name TEXT, dept TEXT, city TEXT, salary REAL)")
+    conn.execute(
+        "CREATE TABLE employees (id INTEGER PRIMARY KEY, name TEXT, dept TEXT, city TEXT, salary REAL)"
+    )
     rows = [
         (i, f"person{i}", DEPTS[i % 5], CITIES[(i * 3) % 5], 1000.0 + (i * 137) % 900) for i in range(1, 41)
     ]
@@ -71,7 +73,9 @@ def _examples_a() -> list[tuple[str, str]]:
     out = []
     for d in DEPTS:
         out.append((f"how many employees work in {d}", f"SELECT COUNT(*) FROM employees WHERE dept = '{d}'"))
-        out.append((f"what is the total salary of {d}", f"SELECT SUM(salary) FROM employees WHERE dept = '{d}'"))
+        out.append(
+            (f"what is the total salary of {d}", f"SELECT SUM(salary) FROM employees WHERE dept = '{d}'")
+        )
         out.append((f"average salary in {d}", f"SELECT AVG(salary) FROM employees WHERE dept = '{d}'"))
     for c in CITIES:
         out.append((f"list the names of employees in {c}", f"SELECT name FROM employees WHERE city = '{c}'"))
@@ -238,7 +242,9 @@ async def test_dataset_uses_only_usable_examples_split_by_seed(world: World) -> 
 async def test_loss_is_masked_to_the_assistant_answer(world: World) -> None:
     from services.training.base_model import load_base_model
 
-    _, tokenizer = load_base_model("smollm2-135m-instruct", cache_dir=world.settings.model_cache_dir, device="cpu")
+    _, tokenizer = load_base_model(
+        "smollm2-135m-instruct", cache_dir=world.settings.model_cache_dir, device="cpu"
+    )
     ds = await load_dataset(world.pool, world.project_a, validation_share=0.2, seed=13)
     messages = ds.train_records()[0]["messages"]
     encoded = encode_example(tokenizer, messages, 4096)
@@ -282,7 +288,8 @@ async def test_training_run_produces_a_checked_adapter(trained: World) -> None:
     assert metrics["seconds_per_step"] > 0 and metrics["eval_loss"] is not None
     assert metrics["train_loss"] < metrics["first_loss"], "the adapter did not learn"
     assert not folder.with_name(folder.name + ".partial").exists()
-    assert read_progress(trained.settings.adapter_dir, trained.project_a, mv.version)["stage"] == "done"
+    final = read_progress(trained.settings.adapter_dir, trained.project_a, mv.version)
+    assert final is not None and final["stage"] == "done"
     steps = [e["step"] for e in trained.progress or [] if e.get("stage") == "training"]
     # Progress is polled, so intermediate steps may be skipped; it only moves forward and always ends.
     assert steps and steps == sorted(set(steps)) and (trained.progress or [{}])[-1]["stage"] == "done"
@@ -373,14 +380,21 @@ async def test_merged_export_answers_like_the_adapter(trained: World, tmp_path: 
     assert outcome is not None and outcome.version is not None and outcome.version.adapter_path
     out = tmp_path / "merged"
     result = export_merged(
-        outcome.version.base_model, outcome.version.adapter_path, out, cache_dir=trained.settings.model_cache_dir
+        outcome.version.base_model,
+        outcome.version.adapter_path,
+        out,
+        cache_dir=trained.settings.model_cache_dir,
     )
     assert {"model.safetensors", "config.json", "tokenizer_config.json", "Modelfile"} <= set(result.files)
     modelfile = (out / "Modelfile").read_text()
-    assert modelfile.startswith("FROM .") and "PARAMETER temperature 0" in modelfile and "<|im_start|>" in modelfile
+    assert (
+        modelfile.startswith("FROM .")
+        and "PARAMETER temperature 0" in modelfile
+        and "<|im_start|>" in modelfile
+    )
     served = TransformersLLM(trained.settings, model=str(out))
     try:
-        messages = [{"role": "user", "content": "how many employees work in sales"}]
+        messages = [ChatMessage(role="user", content="how many employees work in sales")]
         merged = await served.complete(messages, max_tokens=30)
         adapted = await trained.llm.complete(messages, max_tokens=30, adapter=outcome.version.adapter_ref())
         assert merged.text == adapted.text
@@ -414,9 +428,11 @@ async def test_cancelled_job_is_recorded_and_leaves_no_adapter(world: World) -> 
     job = await registry.get_job(world.pool, job_id)
     assert job is not None and job.status == "cancelled" and job.finished_at is not None
     assert await registry.list_versions(world.pool, world.project_b) == []
-    leftovers = list((world.settings.adapter_dir / world.project_b).glob("*")) if (
-        world.settings.adapter_dir / world.project_b
-    ).exists() else []
+    leftovers = (
+        list((world.settings.adapter_dir / world.project_b).glob("*"))
+        if (world.settings.adapter_dir / world.project_b).exists()
+        else []
+    )
     assert leftovers == []
 
 
@@ -452,7 +468,9 @@ async def _actives(pool: asyncpg.Pool, project: str) -> list[int]:
 async def test_registry_promote_and_rollback(pool: asyncpg.Pool, tmp_path: Path) -> None:
     project = await _registry_project(pool, tmp_path)
     versions = [
-        await registry.register_candidate(pool, project, base_model="m", adapter_path=f"/a/{i}", checksum=str(i))
+        await registry.register_candidate(
+            pool, project, base_model="m", adapter_path=f"/a/{i}", checksum=str(i)
+        )
         for i in range(4)
     ]
     assert [v.version for v in versions] == [1, 2, 3, 4] and {v.status for v in versions} == {"candidate"}
@@ -482,7 +500,9 @@ async def test_registry_promote_and_rollback(pool: asyncpg.Pool, tmp_path: Path)
 async def test_registry_canary(pool: asyncpg.Pool, tmp_path: Path) -> None:
     project = await _registry_project(pool, tmp_path)
     for i in range(3):
-        await registry.register_candidate(pool, project, base_model="m", adapter_path=f"/a/{i}", checksum=None)
+        await registry.register_candidate(
+            pool, project, base_model="m", adapter_path=f"/a/{i}", checksum=None
+        )
     await registry.promote(pool, project, 1)
     await registry.set_canary(pool, project, 2, 0.25)
     state = await registry.active_and_canary(pool, project)

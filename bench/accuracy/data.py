@@ -59,6 +59,20 @@ class BenchProject:
         return digest.hexdigest()
 
 
+def spread_sample(items: tuple[TestItem, ...], limit: int | None) -> list[TestItem]:
+    """``limit`` items evenly spaced over the test file (all of them without a limit).
+
+    Test files are often grouped by question pattern, so the first N would measure a few patterns only; an even
+    spread keeps the mix (and the pattern-seen share) of the whole file, deterministically.
+    """
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit <= 0:
+        return []
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise BenchDataError(f"{path} is missing")

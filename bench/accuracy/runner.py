@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.accuracy.data import BenchProject, TestItem, discover_projects
+from bench.accuracy.data import BenchProject, TestItem, discover_projects, spread_sample
 from bench.accuracy.replay import ReplayStats, replay_history, reset_project
 from bench.accuracy.scoring import Outcome, is_correct, summarize
 from bench.accuracy.strategies import Strategy, resolve
@@ -334,7 +334,7 @@ class AccuracyBench:
             database_url=project.database_url,
             description=project.description,
         )
-        test = list(project.test[: self.options.limit] if self.options.limit else project.test)
+        test = spread_sample(project.test, self.options.limit)
         gold: dict[str, list[Any]] = {}
         skipped: list[str] = []
         for item in test:

@@ -53,6 +53,10 @@ _RETRYABLE_INFRA = (
 )
 # The broker being away (publish, commit) is waited out like the system of record.
 _RETRYABLE_BROKER = (*_RETRYABLE_INFRA, KafkaError)
+#: How long the broker may hold a fetch that found nothing. Kafka answers a waiting fetch as soon as data
+#: arrives, so this only bounds idle polling there; the embedded Tansu broker answers at the end of the wait,
+#: which makes it the latency of every hop, hence short.
+FETCH_MAX_WAIT_MS = 10
 #: Handlers of different projects running at once in one consumer (bounded: they share a small PG pool).
 MAX_CONCURRENT_KEYS = 64
 
@@ -176,8 +180,7 @@ class ConsumerRunner:
             max_poll_records=max_batch,
             client_id=f"querylift-{handler.name}",
             max_poll_interval_ms=max_poll_interval_ms,
-            # Fetch as soon as anything is there: latency matters more than fetch efficiency here.
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._stopping = asyncio.Event()
         self._keys = asyncio.Semaphore(MAX_CONCURRENT_KEYS)

