@@ -40,14 +40,19 @@ def _synthetic_records(n: int, seq_tokens: int) -> list[dict[str, Any]]:
             "messages": [
                 {"role": "system", "content": "You write SQLite SQL queries. " + filler},
                 {"role": "user", "content": f"how many rows in table_{i} have amount_{i} above {i * 10}"},
-                {"role": "assistant", "content": f"```sql\nSELECT COUNT(*) FROM table_{i} WHERE amount_{i} > {i * 10}\n```"},
+                {
+                    "role": "assistant",
+                    "content": f"```sql\nSELECT COUNT(*) FROM table_{i} WHERE amount_{i} > {i * 10}\n```",
+                },
             ]
         }
         for i in range(n)
     ]
 
 
-def _bench_gguf(steps: int, batch_size: int, seq_tokens: int, threads: int, cache_dir: Path) -> dict[str, Any]:
+def _bench_gguf(
+    steps: int, batch_size: int, seq_tokens: int, threads: int, cache_dir: Path
+) -> dict[str, Any]:
     from services.generation.model_files import resolve_gguf
     from services.training.lora_train import train_lora
 
@@ -103,7 +108,10 @@ def _bench_random(steps: int, batch_size: int, seq_tokens: int, threads: int) ->
     torch.manual_seed(13)
     model = Qwen2ForCausalLM(Qwen2Config(**QWEN_05B))
     model = get_peft_model(
-        model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
+        model,
+        LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.05, target_modules=TARGET_MODULES, task_type="CAUSAL_LM"
+        ),
     )
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -181,11 +189,17 @@ def _table(result: dict[str, Any]) -> str:
         ("device / threads", f"{result['device']} / {result['threads']}"),
         ("steps x batch x tokens", f"{result['steps']} x {result['batch_size']} x ~{result['seq_tokens']}"),
         ("seconds per step", f"{result['seconds_per_step']:.2f}"),
-        ("first step (warm-up)", f"{result['first_step_seconds']:.2f}" if result["first_step_seconds"] else "-"),
+        (
+            "first step (warm-up)",
+            f"{result['first_step_seconds']:.2f}" if result["first_step_seconds"] else "-",
+        ),
         ("model load", f"{result['load_seconds']:.1f} s"),
         ("total", f"{result['total_seconds']:.1f} s"),
         ("loss first → last", f"{result['first_loss']:.3f} → {result['last_loss']:.3f}"),
-        ("machine load average", f"{result['load_average']:.1f}" if result["load_average"] is not None else "-"),
+        (
+            "machine load average",
+            f"{result['load_average']:.1f}" if result["load_average"] is not None else "-",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

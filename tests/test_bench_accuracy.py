@@ -170,3 +170,29 @@ async def test_real_smollm2_smoke(tmp_path: Path, pg_dsn: str) -> None:
     assert entry["prompt_tokens_mean"] > 50 and entry["latency_p50_s"] > 0
     predictions = [json.loads(line) for line in predictions_path(tmp_path / "real.json").read_text().splitlines()]
     assert len(predictions) == 2 and all(p["strategy"] == "rag" for p in predictions)
+
+
+@pytest.mark.slow
+async def test_scripted_lora_adapter_is_trained_cached_and_routed(tmp_path: Path, pg_dsn: str) -> None:
+    """One tiny real LoRA training run (SmolLM2, 1 step); answers come from a scripted model that records the
+    adapter the generation router chose. A second run reuses the adapter from the disk cache."""
+    root = make_project(tmp_path)
+    gold = {q: sql for q, sql, _ in TEST}
+    settings = Settings(data_dir=tmp_path / "data", lora_max_steps=1, log_json=False)
+    for run in range(2):
+        llm = ScriptedLLM(default=lambda prompt: f"```sql\n{gold[_question(prompt)]}\n```", name="scripted")
+        options = AccuracyOptions(
+            data=root,
+            out=tmp_path / f"lora{run}.json",
+            strategies=["lora", "full"],
+            database_url=pg_dsn,
+            work_dir=tmp_path / "work",
+            progress=False,
+        )
+        strategies = (await run_accuracy(options, settings, llm=llm))["projects"]["pets"]["strategies"]
+        lora = strategies["lora"]
+        assert lora["status"] == "ok" and lora["accuracy"] == 1.0
+        assert lora["adapter"]["cached"] is (run == 1) and lora["adapter"]["train_examples"] >= 1
+        assert strategies["full"]["answered_as"] == "lora"
+        adapters = {c.adapter.path for c in llm.calls if c.adapter is not None}
+        assert adapters == {lora["adapter"]["path"]} and len(llm.calls) == 4

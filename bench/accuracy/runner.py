@@ -486,6 +486,14 @@ class AccuracyBench:
                     outcomes, seconds = await self._answer_all(state, strategy, adapter, label)
                     answered[signature] = (outcomes, seconds, strategy.name)
                     reused = None
+                if self.options.progress and not sys.stderr.isatty():
+                    # A progress bar only renders on a terminal; logs and pipes get a line per strategy.
+                    right = sum(o.correct for o in outcomes)
+                    print(
+                        f"{label}: {right}/{len(outcomes)} right, {seconds:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 metrics = summarize(outcomes)
                 point = {
                     "history_share": share,
