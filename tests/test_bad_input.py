@@ -213,7 +213,9 @@ def bad_events(draw: st.DrawFn, project: str) -> Bad:
         event["schema_version"] = draw(st.integers(min_value=2, max_value=10**6))
         expected = "unknown_version"
     elif kind == "bad_version":
-        event["schema_version"] = draw(st.one_of(st.integers(max_value=0), st.text(alphabet="abc-", max_size=3), st.none()))
+        event["schema_version"] = draw(
+            st.one_of(st.integers(max_value=0), st.text(alphabet="abc-", max_size=3), st.none())
+        )
     elif kind == "huge_field":
         # Over the field's limit (project ids: 128 characters) but under the message limit.
         event["project_id"] = "p" * draw(st.integers(min_value=5000, max_value=200_000))

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 DEPTS = ["sales", "support", "research", "finance", "legal"]
 CITIES = ["Lisbon", "Porto", "Braga", "Faro", "Evora"]
-TRAIN_OVERRIDES = {"max_steps": 16, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8, "max_seq_len": 1024}
+TRAIN_OVERRIDES = {"max_steps": 10, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8, "max_seq_len": 1024}
 
 
 # --- a tiny customer project ---------------------------------------------------------------------------------

@@ -95,7 +95,8 @@ class Settings(BaseSettings):
         0.0, ge=0, description="llm_backend=scripted: simulated model latency per call (benchmarks, tests)."
     )
     scripted_sql: str = Field(
-        "SELECT 1", description="llm_backend=scripted: the SQL the scripted model answers every question with."
+        "SELECT 1",
+        description="llm_backend=scripted: the SQL the scripted model answers every question with.",
     )
 
     # --- retrieval ------------------------------------------------------------------------------------

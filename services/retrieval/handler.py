@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import asyncpg
+import numpy as np
 
 from events import ContextReady, ErrorCode, Event, QueryResolved
 from services.common import metrics
@@ -18,7 +19,23 @@ from services.query.projects import load_schema
 from services.retrieval.embedder import Embedder
 from services.retrieval.fewshot import FewshotLibrary
 from services.retrieval.index import VectorIndex
+from services.retrieval.masking import mask_question, retrieval_text
 from services.retrieval.selection import select_examples
+
+
+class _Prefetched:
+    """An embedder that answers from vectors computed for the whole poll batch, falling back to the model."""
+
+    def __init__(self, embedder: Embedder, vectors: dict[str, np.ndarray]) -> None:
+        self._embedder = embedder
+        self._vectors = vectors
+        self.name = embedder.name
+        self.dim = embedder.dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if texts and all(t in self._vectors for t in texts):
+            return np.stack([self._vectors[t] for t in texts])
+        return self._embedder.embed(texts)
 
 
 class RetrievalHandler(BaseHandler):
@@ -41,17 +58,31 @@ class RetrievalHandler(BaseHandler):
         self.top_k = top_k
         self.fewshot_k = fewshot_k
         self.library = library or FewshotLibrary()
+        self._batch_vectors: dict[str, np.ndarray] = {}
+
+    async def prepare_batch(self, events: Sequence[Event]) -> None:
+        """Embeds every text the batch's questions will need in one model pass (the stage's main cost)."""
+        texts: list[str] = []
+        for event in events:
+            if isinstance(event, QueryResolved):
+                schema = await load_schema(self.pool, event.schema_version_id)
+                texts.append(retrieval_text(event.question, mask_question(event.question, schema)))
+                texts.append(event.question)
+        unique = list(dict.fromkeys(texts))
+        vectors: Any = await asyncio.to_thread(self.embedder.embed, unique) if unique else []
+        self._batch_vectors = dict(zip(unique, vectors, strict=True))
 
     async def handle(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, QueryResolved)
         started = time.perf_counter()
         schema = await load_schema(self.pool, event.schema_version_id)
+        embedder: Any = _Prefetched(self.embedder, self._batch_vectors)
         examples = []
         if self.top_k > 0:
             examples = await select_examples(
                 self.pool,
                 self.index,
-                self.embedder,
+                embedder,
                 project_id=event.project_id,
                 question=event.question,
                 schema=schema,
@@ -62,7 +93,7 @@ class RetrievalHandler(BaseHandler):
         room = max(0, self.fewshot_k - max(0, len(examples) - self.top_k // 2))
         if room > 0:
             fewshot = await asyncio.to_thread(
-                self.library.select, event.question, event.domain or "generic", room, self.embedder
+                self.library.select, event.question, event.domain or "generic", room, embedder
             )
         for source, found in (("project", examples), ("library", fewshot)):
             metrics.RETRIEVAL_EXAMPLES.labels(source).observe(len(found))
