@@ -15,12 +15,21 @@ from aiokafka import AIOKafkaConsumer
 
 from events import ChatAnswer, ChatError, ChatFeedback, ChatQuestion, DeadLetter
 from services.common.bus import Bus, ensure_topics
+from services.common.consumer import FETCH_MAX_WAIT_MS
 
 Outcome = ChatAnswer | ChatError
 
 
 class QueryliftClient:
-    def __init__(self, bootstrap_servers: str, *, prefix: str = "", partitions: int = 6) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        prefix: str = "",
+        partitions: int = 6,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+    ) -> None:
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.bootstrap = bootstrap_servers
         self.prefix = prefix
         self.partitions = partitions
@@ -42,6 +51,7 @@ class QueryliftClient:
             group_id=f"querylift-client-{uuid.uuid4().hex[:8]}",
             auto_offset_reset="latest",
             enable_auto_commit=True,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         await self._consumer.start()
         # "latest" only counts once partitions are assigned: wait for that before anything is published.

@@ -32,7 +32,6 @@ from bench.pipeline.stack import (
 )
 from events import ChatAnswer, ChatQuestion
 from services.client import Outcome, QueryliftClient
-from services.common.consumer import FETCH_MAX_WAIT_MS
 from services.wiring import SERVICES
 
 log = logging.getLogger(__name__)
@@ -199,9 +198,6 @@ async def run_pipeline_benchmark(options: PipelineOptions) -> dict[str, Any]:
         finally:
             await pool.close()
         await client.start()
-        # The client polls for answers like the consumers do (see consumer.FETCH_MAX_WAIT_MS); with the
-        # default 500 ms wait the embedded broker would add up to half a second to every measured answer.
-        client._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # type: ignore[union-attr]
         fleet.spawn_all(SERVICES, options.consumers)
         # Warm-up: every consumer is up (models loaded, partitions assigned) once these are answered.
         warm = await _drive(client, _questions(projects, options.warmup, f"warm{tag}"), 20.0, 300.0)
