@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-QWEN_05B = {
+QWEN_05B: dict[str, Any] = {
     "hidden_size": 896,
     "num_hidden_layers": 24,
     "num_attention_heads": 14,
@@ -106,9 +106,9 @@ def _bench_random(steps: int, batch_size: int, seq_tokens: int, threads: int) ->
 
     started = time.perf_counter()
     torch.manual_seed(13)
-    model = Qwen2ForCausalLM(Qwen2Config(**QWEN_05B))
-    model = get_peft_model(
-        model,
+    base: Any = Qwen2ForCausalLM(Qwen2Config(**QWEN_05B))
+    model: Any = get_peft_model(
+        base,
         LoraConfig(
             r=8, lora_alpha=16, lora_dropout=0.05, target_modules=TARGET_MODULES, task_type="CAUSAL_LM"
         ),

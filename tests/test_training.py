@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 DEPTS = ["sales", "support", "research", "finance", "legal"]
 CITIES = ["Lisbon", "Porto", "Braga", "Faro", "Evora"]
-TRAIN_OVERRIDES = {"max_steps": 10, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8, "max_seq_len": 1024}
+TRAIN_OVERRIDES = {"max_steps": 12, "batch_size": 4, "learning_rate": 1e-3, "lora_r": 8, "max_seq_len": 1024}
 
 
 # --- a tiny customer project ---------------------------------------------------------------------------------
@@ -236,7 +236,8 @@ async def test_dataset_uses_only_usable_examples_split_by_seed(world: World) -> 
     record = ds.train_records()[0]["messages"]
     assert [m["role"] for m in record] == ["system", "user", "assistant"]
     assert record[-1]["content"] == assistant_content(ds.train[0].sql)
-    assert "employees" in record[1]["content"] and ds.train[0].question in record[1]["content"]
+    prompt_text = "\n".join(m["content"] for m in record[:-1])
+    assert "employees(" in prompt_text and ds.train[0].question in record[1]["content"]
 
 
 async def test_loss_is_masked_to_the_assistant_answer(world: World) -> None:
