@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
 
-.PHONY: install demo test test-fast lint schemas bench-accuracy bench-pipeline bench-training clean
+.PHONY: prometheus install demo test test-fast lint schemas bench-accuracy bench-pipeline bench-training clean
 
 install: $(STAMP)
 
