@@ -31,7 +31,7 @@ def build_llm(settings: Settings) -> LLM:
         scripted.calls = deque(maxlen=32)  # type: ignore[assignment]
         return scripted
     if backend == "transformers":
-        from services.generation.llm.transformers_peft import TransformersLLM  # type: ignore[import-not-found]
+        from services.generation.llm.transformers_peft import TransformersLLM
 
         llm: LLM = TransformersLLM(settings)
         return llm
