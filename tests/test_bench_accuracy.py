@@ -29,7 +29,11 @@ TEST = [
     ("how many cats are there", "SELECT COUNT(*) FROM pet WHERE species = 'cat'", True),
     ("list pet names by age", "SELECT name FROM pet ORDER BY age", True),
     ("which owners live in berlin", "SELECT name FROM owner WHERE city = 'berlin'", True),
-    ("who owns rex", "SELECT o.name FROM owner o JOIN pet p ON p.owner_id = o.id WHERE p.name = 'rex'", False),
+    (
+        "who owns rex",
+        "SELECT o.name FROM owner o JOIN pet p ON p.owner_id = o.id WHERE p.name = 'rex'",
+        False,
+    ),
 ]
 # Wrong on purpose: another filter, the reverse order, another city, another pet.
 WRONG = {
@@ -55,7 +59,14 @@ def make_project(root: Path) -> Path:
             """
         )
     (folder / "project.json").write_text(
-        json.dumps({"name": "pets", "description": "pets and their owners", "dialect": "sqlite", "database": "pets.sqlite"})
+        json.dumps(
+            {
+                "name": "pets",
+                "description": "pets and their owners",
+                "dialect": "sqlite",
+                "database": "pets.sqlite",
+            }
+        )
     )
     with (folder / "history.jsonl").open("w") as f:
         for i, (q, sql, rating) in enumerate(HISTORY):
@@ -84,9 +95,15 @@ async def test_scripted_gold_scores_one_and_wrong_scores_zero(tmp_path: Path, pg
     gold = {q: sql for q, sql, _ in TEST}
     settings = Settings(data_dir=tmp_path / "data", log_json=False)
 
-    right = ScriptedLLM(default=lambda prompt: f"```sql\n{gold[_question(prompt)]}\n```", name="scripted-gold")
+    right = ScriptedLLM(
+        default=lambda prompt: f"```sql\n{gold[_question(prompt)]}\n```", name="scripted-gold"
+    )
     options = AccuracyOptions(
-        data=root, out=tmp_path / "gold.json", strategies=["baseline", "rag"], database_url=pg_dsn, progress=False
+        data=root,
+        out=tmp_path / "gold.json",
+        strategies=["baseline", "rag"],
+        database_url=pg_dsn,
+        progress=False,
     )
     document = await run_accuracy(options, settings, llm=right)
     saved = json.loads((tmp_path / "gold.json").read_text())
@@ -103,7 +120,9 @@ async def test_scripted_gold_scores_one_and_wrong_scores_zero(tmp_path: Path, pg
         assert entry["accuracy_pattern_seen"] == 1.0 and entry["accuracy_pattern_new"] == 1.0
         assert entry["schema_valid"] == 1.0 and entry["prompt_tokens_mean"] > 0
     # rag put retrieved project examples into its prompts, never the rated-down answer; baseline none.
-    predictions = [json.loads(line) for line in predictions_path(tmp_path / "gold.json").read_text().splitlines()]
+    predictions = [
+        json.loads(line) for line in predictions_path(tmp_path / "gold.json").read_text().splitlines()
+    ]
     assert len(predictions) == 8
     assert all(p["examples"] > 0 for p in predictions if p["strategy"] == "rag")
     assert all(p["examples"] == 0 and p["fewshot"] == 0 for p in predictions if p["strategy"] == "baseline")
@@ -112,7 +131,9 @@ async def test_scripted_gold_scores_one_and_wrong_scores_zero(tmp_path: Path, pg
     assert document["projects"]["pets"]["strategies"]["rag"]["accuracy"] == 1.0
     assert "| pets | rag | 4 | 100.0 %" in markdown_table(document)
 
-    wrong = ScriptedLLM(default=lambda prompt: f"```sql\n{WRONG[_question(prompt)]}\n```", name="scripted-wrong")
+    wrong = ScriptedLLM(
+        default=lambda prompt: f"```sql\n{WRONG[_question(prompt)]}\n```", name="scripted-wrong"
+    )
     options = AccuracyOptions(
         data=root, out=tmp_path / "wrong.json", strategies=["baseline"], database_url=pg_dsn, progress=False
     )
@@ -146,7 +167,9 @@ async def test_scripted_invalid_sql_and_learning_curve(tmp_path: Path, pg_dsn: s
     curve = document["learning_curve"]["pets"]
     assert [p["history_items"] for p in curve["rag"]] == [0, 1, 2, 3, 6]
     assert [p["usable_examples"] for p in curve["rag"]] == [0, 1, 2, 3, 5]
-    assert Path(document["meta"]["plot"]).stat().st_size > 1000
+    plot = document["meta"]["plot"]
+    assert plot == str(tmp_path / "curve.learning_curve.png")
+    assert (tmp_path / "curve.learning_curve.png").stat().st_size > 1000
 
 
 @pytest.mark.real_model
@@ -168,7 +191,9 @@ async def test_real_smollm2_smoke(tmp_path: Path, pg_dsn: str) -> None:
     assert document["meta"]["model"] == "smollm2-135m-instruct"
     assert entry["n"] == 2 and 0.0 <= entry["accuracy"] <= 1.0
     assert entry["prompt_tokens_mean"] > 50 and entry["latency_p50_s"] > 0
-    predictions = [json.loads(line) for line in predictions_path(tmp_path / "real.json").read_text().splitlines()]
+    predictions = [
+        json.loads(line) for line in predictions_path(tmp_path / "real.json").read_text().splitlines()
+    ]
     assert len(predictions) == 2 and all(p["strategy"] == "rag" for p in predictions)
 
 

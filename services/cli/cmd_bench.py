@@ -64,7 +64,12 @@ def _configure_accuracy(p: argparse.ArgumentParser) -> None:
         choices=list(STRATEGIES),
         help=f"default: {' '.join(DEFAULT_STRATEGIES)}",
     )
-    p.add_argument("--limit", type=int, default=None, help="test questions per project (N evenly spread over the test file)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="test questions per project (N evenly spread over the test file)",
+    )
     p.add_argument(
         "--model",
         default=None,

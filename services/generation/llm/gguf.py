@@ -7,6 +7,8 @@ re-entrant, so each loaded model has a lock and completions run in a worker thre
 
 from __future__ import annotations
 
+import atexit
+
 import asyncio
 import contextlib
 import logging
@@ -228,5 +230,8 @@ def unload_all() -> None:
                     close()
         _models.clear()
 
+
+# llama.cpp's finalizers fail once the interpreter has torn down its modules; close models before that.
+atexit.register(unload_all)
 
 __all__ = ["GGUFLLM", "unload_all"]
