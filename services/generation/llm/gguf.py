@@ -7,9 +7,8 @@ re-entrant, so each loaded model has a lock and completions run in a worker thre
 
 from __future__ import annotations
 
-import atexit
-
 import asyncio
+import atexit
 import contextlib
 import logging
 import threading
