@@ -9,10 +9,20 @@ from typing import ClassVar
 
 import asyncpg
 
-from events import ChatAnswer, ChatError, ContextReady, ErrorCode, Event, ModelUpdated, UsedExample
+from events import (
+    ChatAnswer,
+    ChatError,
+    ContextReady,
+    ErrorCode,
+    Event,
+    ModelUpdated,
+    QueryResolved,
+    UsedExample,
+)
 from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.common.customer_db import CustomerDatabases, DatabaseUnavailable
+from services.common.errors import question_error
 from services.generation.llm.base import LLM, ModelUnavailable
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.serving import ModelRouter
@@ -61,13 +71,8 @@ class GenerationHandler(BaseHandler):
         }
         project = await load_project(self.pool, query.project_id)
         if project is None:
-            error = ChatError(
-                **base,
-                code=ErrorCode.unknown_project,
-                stage=self.name,
-                message=f"Project {query.project_id!r} was removed while the question was in flight.",
-            )
-            return [error.with_derived_id(query.question_event_id, "error")]
+            message = f"Project {query.project_id!r} was removed while the question was in flight."
+            return [self._error(query, ErrorCode.unknown_project, message)]
         schema = await load_schema(self.pool, query.schema_version_id)
         adapter, arm = await self.router.choose(query.project_id, query.question_event_id)
         try:
@@ -85,23 +90,11 @@ class GenerationHandler(BaseHandler):
                 domain_note=project.description,
             )
         except ModelUnavailable as exc:
-            error = ChatError(
-                **base,
-                code=ErrorCode.model_unavailable,
-                stage=self.name,
-                retryable=True,
-                message=f"The language model is unavailable: {exc}. Ask again once it is back.",
-            )
-            return [error.with_derived_id(query.question_event_id, "error")]
+            message = f"The language model is unavailable: {exc}. Ask again once it is back."
+            return [self._error(query, ErrorCode.model_unavailable, message, retryable=True)]
         except DatabaseUnavailable as exc:
-            error = ChatError(
-                **base,
-                code=ErrorCode.database_unavailable,
-                stage=self.name,
-                retryable=True,
-                message=f"The project's database could not be reached: {exc}",
-            )
-            return [error.with_derived_id(query.question_event_id, "error")]
+            message = f"The project's database could not be reached: {exc}"
+            return [self._error(query, ErrorCode.database_unavailable, message, retryable=True)]
 
         metrics.SQL_SCHEMA_VALID.labels(query.project_id, str(result.schema_valid).lower()).inc()
         metrics.LLM_TOKENS.labels("in", result.model).inc(result.prompt_tokens)
@@ -114,14 +107,10 @@ class GenerationHandler(BaseHandler):
         if not result.ok:
             outcome = "refused" if result.error_code == ErrorCode.unsafe_sql else "error"
             metrics.SQL_EXECUTIONS.labels(query.project_id, outcome).inc()
-            error = ChatError(
-                **base,
-                code=result.error_code or ErrorCode.internal,
-                stage=self.name,
-                message=result.error_message or "No answer could be produced.",
-                sql=result.sql or None,
-            )
-            return [error.with_derived_id(query.question_event_id, "error")]
+            message = result.error_message or "No answer could be produced."
+            return [
+                self._error(query, result.error_code or ErrorCode.internal, message, sql=result.sql or None)
+            ]
 
         metrics.SQL_EXECUTIONS.labels(query.project_id, "ok").inc()
         metrics.ANSWERS.labels(query.project_id, arm).inc()
@@ -158,15 +147,26 @@ class GenerationHandler(BaseHandler):
     def on_failure(self, event: Event, error: BaseException) -> Sequence[Event]:
         if not isinstance(event, ContextReady):
             return ()
-        q = event.query
-        err = ChatError(
-            project_id=q.project_id,
-            correlation_id=q.question_event_id,
-            question_event_id=q.question_event_id,
-            conversation_id=q.conversation_id,
-            user_id=q.user_id,
-            code=ErrorCode.internal,
+        message = "The answer could not be produced because of an internal error; it was recorded for the operators."
+        return [self._error(event.query, ErrorCode.internal, message)]
+
+    def _error(
+        self,
+        query: QueryResolved,
+        code: ErrorCode,
+        message: str,
+        *,
+        retryable: bool = False,
+        sql: str | None = None,
+    ) -> ChatError:
+        return question_error(
+            project_id=query.project_id,
+            question_event_id=query.question_event_id,
+            conversation_id=query.conversation_id,
+            user_id=query.user_id,
+            code=code,
             stage=self.name,
-            message="The answer could not be produced because of an internal error; it was recorded for the operators.",
+            message=message,
+            retryable=retryable,
+            sql=sql,
         )
-        return [err.with_derived_id(q.question_event_id, "error")]

@@ -11,6 +11,7 @@ import asyncpg
 
 from events import ChatError, ChatQuestion, ErrorCode, Event, QueryResolved
 from services.common.consumer import BaseHandler
+from services.common.errors import question_error
 from services.query.projects import load_project, recent_turns, record_question
 
 
@@ -27,18 +28,20 @@ class QueryHandler(BaseHandler):
         started = time.perf_counter()
         project = await load_project(self.pool, event.project_id)
         if project is None or project.schema_version_id is None:
+            message = (
+                f"Project {event.project_id!r} is not registered. Register its database with "
+                f"`querylift project add {event.project_id} --database URL`, then ask again."
+            )
             return [
-                ChatError(
+                question_error(
                     project_id=event.project_id,
-                    correlation_id=event.event_id,
                     question_event_id=event.event_id,
                     conversation_id=event.conversation_id,
                     user_id=event.user_id,
                     code=ErrorCode.unknown_project,
-                    message=f"Project {event.project_id!r} is not registered. Register its database with "
-                    f"`querylift project add {event.project_id} --database URL`, then ask again.",
                     stage=self.name,
-                ).with_derived_id(event.event_id, "error")
+                    message=message,
+                )
             ]
         await record_question(
             self.pool,
