@@ -299,6 +299,12 @@ def sql_block(sql: str) -> str:
     return f"```sql\n{sql.strip().rstrip(';').strip()}\n```"
 
 
+_EXAMPLES_NOTE = (
+    "The questions before the last one were answered correctly on this database: follow their SQL patterns, "
+    "but take every filter value from the last question."
+)
+
+
 def _render_fewshot(examples: list[ContextExample]) -> str:
     # Given best first; rendered best last so the most similar example sits next to the question.
     pairs = [f"Question: {e.question.strip()}\n{sql_block(e.sql)}" for e in reversed(examples)]
@@ -412,6 +418,9 @@ def build_prompt(
         if state.fewshot:
             blocks.append(_render_fewshot(state.fewshot))
             parts.append("fewshot")
+        if state.examples:
+            # Small models copy literal values from demonstrations; say which question the values come from.
+            blocks.append(_EXAMPLES_NOTE)
         messages = [ChatMessage(role="system", content="\n\n".join(blocks))]
         if state.examples:
             messages += _example_turns(state.examples)
