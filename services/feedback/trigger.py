@@ -25,12 +25,26 @@ async def maybe_request_training(
 ) -> TrainingRequested | None:
     """Claims the project's single open-job slot (a unique partial index) before emitting, so redelivery or
     concurrent consumers can never request two trainings."""
+    job_id = uuid.uuid5(uuid.NAMESPACE_OID, f"training:{cause}")
     threshold = await pool.fetchval("SELECT training_threshold FROM projects WHERE id = $1", project_id)
     threshold = threshold or default_threshold
+    claimed = await pool.fetchrow("SELECT status, examples_count FROM training_jobs WHERE id = $1", job_id)
+    if claimed is not None:
+        # This very cause claimed the slot before a crash kept its request from going out: emit it again with
+        # the same id (downstream drops a duplicate), unless the job has moved on already.
+        if claimed["status"] != "requested":
+            return None
+        request = TrainingRequested(
+            project_id=project_id,
+            examples_count=claimed["examples_count"],
+            new_examples=threshold,
+            threshold=threshold,
+        )
+        request.event_id = job_id
+        return request
     counts = await pool.fetchrow(_COUNT, project_id)
     if counts is None or counts["new"] < threshold:
         return None
-    job_id = uuid.uuid5(uuid.NAMESPACE_OID, f"training:{cause}")
     inserted = await pool.fetchval(
         "INSERT INTO training_jobs (id, project_id, status, examples_count) VALUES ($1, $2, 'requested', $3)"
         " ON CONFLICT DO NOTHING RETURNING id",
@@ -39,11 +53,7 @@ async def maybe_request_training(
         counts["total"],
     )
     if inserted is None:
-        # Either another job is open (emit nothing) or this very cause claimed the slot before a crash:
-        # then the request is emitted again with the same id and downstream drops the duplicate.
-        status = await pool.fetchval("SELECT status FROM training_jobs WHERE id = $1", job_id)
-        if status != "requested":
-            return None
+        return None  # another job of the project is open
     request = TrainingRequested(
         project_id=project_id,
         examples_count=counts["total"],
