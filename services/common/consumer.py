@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -78,7 +79,7 @@ class Handler(Protocol):
         ...
 
 
-class BaseHandler:
+class BaseHandler(ABC):
     name: ClassVar[str] = ""
     subscriptions: ClassVar[dict[str, type[Event]]] = {}
 
@@ -88,8 +89,9 @@ class BaseHandler:
     async def close(self) -> None:
         return None
 
+    @abstractmethod
     async def handle(self, event: Event) -> Sequence[Event]:
-        raise NotImplementedError
+        """The events this event causes (derived ids); raising makes the loop retry, then dead-letter it."""
 
     def on_invalid(self, topic: str, raw: dict[str, Any] | None, error: str) -> Sequence[Event]:
         return ()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 409, 425, 429}
 
 
-class HTTPChatLLM:
+class HTTPChatLLM(ABC):
     """Base for backends that POST a chat to a served model; subclasses build the body and read the reply."""
 
     backend = "http"
@@ -80,12 +81,13 @@ class HTTPChatLLM:
             self._warned_adapter = True
         return self.name, None
 
+    @abstractmethod
     def body(self, model: str, messages: list[ChatMessage], max_tokens: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """The request body in the server's protocol."""
 
+    @abstractmethod
     def parse(self, data: dict[str, Any]) -> tuple[str, int | None, int | None]:
         """(text, prompt tokens, completion tokens) of a reply; a count is None when the server gave none."""
-        raise NotImplementedError
 
     async def complete(
         self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
