@@ -9,7 +9,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_settings_table_matches_settings() -> None:
     text = README.read_text()
-    assert replace_in_readme(text) == text, "run: python -c 'from services.common.settings_doc import *' (see module)"
+    assert replace_in_readme(text) == text, (
+        "run: python -c 'from services.common.settings_doc import *' (see module)"
+    )
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -258,6 +258,9 @@ def test_documented_topology_matches_the_handlers() -> None:
     from services.retrieval.handler import RetrievalHandler
     from services.training.handler import TrainingHandler
 
-    handlers = {h.name: h for h in (QueryHandler, RetrievalHandler, GenerationHandler, FeedbackHandler, TrainingHandler)}
+    handlers = {
+        h.name: h
+        for h in (QueryHandler, RetrievalHandler, GenerationHandler, FeedbackHandler, TrainingHandler)
+    }
     for consumer in CONSUMERS:
         assert set(consumer.receives) == set(handlers[consumer.name].subscriptions), consumer.name

@@ -52,7 +52,9 @@ class FeedbackHandler(BaseHandler):
             metrics.CHART_FEEDBACK.labels(event.project_id, str(event.chart_relevant).lower()).inc()
         return await self._learn(event.project_id, event.answer_id, event.event_id, judged=True)
 
-    async def _learn(self, project_id: str, answer_id: object, cause: object, judged: bool = False) -> Sequence[Event]:
+    async def _learn(
+        self, project_id: str, answer_id: object, cause: object, judged: bool = False
+    ) -> Sequence[Event]:
         answer = await answer_row(self.pool, project_id, answer_id)
         if answer is None:
             return ()
