@@ -83,7 +83,7 @@ async def build_handler(
         return RetrievalHandler(
             pool,
             o.index or build_index(settings, pool),
-            o.embedder or get_embedder(settings.embedding_model),
+            o.embedder or get_embedder(settings.embedding_model, cache_size=settings.embedding_cache_size),
             top_k=settings.retrieval_top_k,
             fewshot_k=settings.fewshot_top_k,
         )
@@ -103,7 +103,7 @@ async def build_handler(
         learner = Learner(
             pool,
             o.index or build_index(settings, pool),
-            o.embedder or get_embedder(settings.embedding_model),
+            o.embedder or get_embedder(settings.embedding_model, cache_size=settings.embedding_cache_size),
             CustomerDatabases(),
             sql_timeout_s=settings.sql_timeout_s,
         )

@@ -28,6 +28,11 @@ def register_pipeline(bench_sub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--partitions", type=int, default=6, help="partitions per topic")
     p.add_argument("--warmup", type=int, default=40, help="questions answered before measuring")
     p.add_argument("--work-dir", type=Path, default=None, help="keep broker/PostgreSQL data and logs here")
+    p.add_argument(
+        "--distinct-questions",
+        action="store_true",
+        help="make every question text unique, so no embedding comes from the retrieval cache",
+    )
     p.set_defaults(func=_run)
 
 
@@ -47,6 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         warmup=args.warmup,
         work_dir=args.work_dir,
+        distinct_questions=args.distinct_questions,
         command=shlex.join(["querylift", *sys.argv[1:]]),
     )
     document = asyncio.run(run_pipeline_benchmark(options))

@@ -53,6 +53,8 @@ class PipelineOptions:
     work_dir: Path | None = None
     sample_every_s: float = 1.0
     timeout_s: float = 300.0
+    #: Unique question texts (the sample has a few dozen, which the embedding cache then answers).
+    distinct_questions: bool = False
     command: str = ""
 
 
@@ -109,18 +111,25 @@ async def _drive(
     return sent
 
 
-def _questions(projects: list[str], n: int, tag: str) -> list[ChatQuestion]:
+def _questions(
+    projects: list[str], n: int, tag: str, conversations: int | None = None, distinct: bool = False
+) -> list[ChatQuestion]:
+    """Questions spread over concurrent conversations (about one turn per conversation per second at the
+    offered rate, as people reading answers ask), each conversation within one project, so the query
+    consumer resolves real history."""
     texts = sample_questions()
+    count = max(len(projects), conversations or len(projects))
     out = []
     for i in range(n):
-        project = projects[i % len(projects)]
-        # Conversations of a few turns, so the query consumer resolves real history.
+        conversation = i % count
         out.append(
             ChatQuestion(
-                project_id=project,
-                conversation_id=f"{tag}-c{i // (5 * len(projects))}-{i % len(projects)}",
+                project_id=projects[conversation % len(projects)],
+                conversation_id=f"{tag}-c{conversation}",
                 user_id="bench",
-                question=texts[i % len(texts)],
+                question=f"{texts[i % len(texts)]} (request {tag}-{i})"
+                if distinct
+                else texts[i % len(texts)],
             )
         )
     return out
@@ -229,7 +238,16 @@ async def run_pipeline_benchmark(options: PipelineOptions) -> dict[str, Any]:
         probe.begin()
         sampling = asyncio.create_task(sampler())
         sent = await _drive(
-            client, _questions(projects, options.questions, tag), options.rate, options.timeout_s
+            client,
+            _questions(
+                projects,
+                options.questions,
+                tag,
+                conversations=round(options.rate),
+                distinct=options.distinct_questions,
+            ),
+            options.rate,
+            options.timeout_s,
         )
         probe.end()
         stop_sampling.set()
@@ -249,6 +267,10 @@ async def run_pipeline_benchmark(options: PipelineOptions) -> dict[str, Any]:
                 "model": MODEL_NAME,
                 "model_latency_ms": options.model_latency_ms,
                 "scripted_sql": SAMPLE_SQL,
+                "distinct_questions": options.distinct_questions,
+                "question_texts": "unique per question"
+                if options.distinct_questions
+                else f"{len(sample_questions())} sample texts, repeated (the embedding cache answers repeats)",
                 "consumers_per_service": options.consumers,
                 "projects": options.projects,
                 "partitions": max(options.partitions, options.consumers),

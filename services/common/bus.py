@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -47,9 +48,17 @@ class Bus:
             client_id=client,
             max_request_size=4 * 1024 * 1024,
         )
+        self._counters: dict[str, Any] = {}
 
     async def start(self) -> None:
         await self._producer.start()
+
+    def _produced_counter(self, topic: str) -> Any:
+        # labels() takes a lock and builds the key on every call; once per topic is enough.
+        counter = self._counters.get(topic)
+        if counter is None:
+            counter = self._counters[topic] = EVENTS_PRODUCED.labels(self.client, topic)
+        return counter
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -67,7 +76,7 @@ class Bus:
             key = event.key() if isinstance(event, Event) else (event.key or "").encode() or None
             topic = self.topic_of(event)
             futures.append(await self._producer.send(topic, event.model_dump_json().encode(), key=key))
-            EVENTS_PRODUCED.labels(self.client, type(event).topic).inc()
+            self._produced_counter(type(event).topic).inc()
         if futures:
             await asyncio.gather(*futures)
 

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
 
     # --- retrieval ------------------------------------------------------------------------------------
     embedding_model: str = Field("all-MiniLM-L6-v2", description="Sentence model name or path (offline).")
+    embedding_cache_size: int = Field(
+        10_000, ge=0, description="Recent texts whose embeddings are kept per process (repeated questions)."
+    )
     vector_backend: Literal["pgvector", "weaviate"] = Field(
         "pgvector", description="Where example vectors live."
     )

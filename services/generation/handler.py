@@ -52,6 +52,12 @@ class GenerationHandler(BaseHandler):
         self.config = config
         self.router = router or ModelRouter(pool)
 
+    def ordering_key(self, event: Event) -> str:
+        # A model call takes long; only a conversation's own turns need to wait for each other.
+        if isinstance(event, ContextReady):
+            return f"{event.project_id}/{event.query.conversation_id}"
+        return event.project_id
+
     async def close(self) -> None:
         await self.databases.close()
         await self.llm.close()

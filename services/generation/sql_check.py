@@ -14,7 +14,10 @@ from sqlglot cannot smuggle anything past the check).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import sqlglot
@@ -635,8 +638,33 @@ def _tokenize(sql: str, dialect: str) -> list[Token]:
     return list(sqlglot.Dialect.get_or_raise(dialect).tokenize(sql))
 
 
+_RECENT: OrderedDict[tuple[str, int], tuple[weakref.ref[SchemaInfo], SqlCheck]] = OrderedDict()
+_RECENT_SIZE = 2048
+_RECENT_LOCK = threading.Lock()
+
+
 def check_sql(sql: str, schema: SchemaInfo) -> SqlCheck:
-    """Accept exactly one read-only query over the schema's tables and columns, or say precisely why not."""
+    """Accept exactly one read-only query over the schema's tables and columns, or say precisely why not.
+
+    The verdict is a pure function of the text and the schema (schema objects are cached and never change),
+    and the same SQL comes back often (repeated questions, examples), so recent verdicts are reused."""
+    key = (sql, id(schema))
+    with _RECENT_LOCK:
+        entry = _RECENT.get(key)
+        if entry is not None and entry[0]() is schema:
+            _RECENT.move_to_end(key)
+            found = entry[1]
+            return replace(found, tables=set(found.tables), columns=set(found.columns))
+    result = _check_sql(sql, schema)
+    kept = replace(result, tables=set(result.tables), columns=set(result.columns))
+    with _RECENT_LOCK:
+        _RECENT[key] = (weakref.ref(schema), kept)
+        while len(_RECENT) > _RECENT_SIZE:
+            _RECENT.popitem(last=False)
+    return result
+
+
+def _check_sql(sql: str, schema: SchemaInfo) -> SqlCheck:
     dialect = _dialect(schema)
     text = (sql or "").strip()
     if not text.strip(" \t\r\n;"):

@@ -23,6 +23,12 @@ class QueryHandler(BaseHandler):
         self.pool = pool
         self.history_turns = history_turns
 
+    def ordering_key(self, event: Event) -> str:
+        # A question's context is its own conversation's history: other conversations need not wait.
+        if isinstance(event, ChatQuestion):
+            return f"{event.project_id}/{event.conversation_id}"
+        return event.project_id
+
     async def handle(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ChatQuestion)
         started = time.perf_counter()

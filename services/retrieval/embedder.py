@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,9 @@ class _Request:
 class Embedder:
     """L2-normalised float32 sentence embeddings; cosine similarity is then a dot product."""
 
-    def __init__(self, name: str, *, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(
+        self, name: str, *, batch_size: int = 64, device: str = "cpu", cache_size: int = 10_000
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
@@ -59,10 +62,47 @@ class Embedder:
         self._lock = threading.Lock()
         self._waiting: list[_Request] = []
         self._waiting_lock = threading.Lock()
+        # Chat questions repeat ("sales this month"): a text seen recently is not run through the model again.
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        found: dict[str, np.ndarray] = {}
+        with self._cache_lock:
+            for text in texts:
+                vector = self._cache.get(text)
+                if vector is not None:
+                    self._cache.move_to_end(text)
+                    found[text] = vector
+            self.cache_hits += sum(1 for t in texts if t in found)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            self.cache_misses += len(missing)
+            vectors = self._embed_uncached(missing)
+            with self._cache_lock:
+                for text, vector in zip(missing, vectors, strict=True):
+                    found[text] = vector
+                    if self.cache_size > 0:
+                        self._cache[text] = vector
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return np.stack([found[t] for t in texts])
+
+    def lookup(self, texts: list[str]) -> np.ndarray | None:
+        """The vectors when every text is cached (no model call, safe on an event loop), else None."""
+        with self._cache_lock:
+            vectors = [self._cache.get(t) for t in texts]
+        if not texts or any(v is None for v in vectors):
+            return None
+        self.cache_hits += len(texts)
+        return np.stack(vectors)  # type: ignore[arg-type]
+
+    def _embed_uncached(self, texts: list[str]) -> np.ndarray:
         # Calls that arrive while the model is busy are encoded together by whichever thread gets it next:
         # one forward pass over many short questions costs little more than over one.
         request = _Request(list(texts))
@@ -111,9 +151,21 @@ _embedders: dict[str, Embedder] = {}
 _embedders_lock = threading.Lock()
 
 
-def get_embedder(name: str) -> Embedder:
+async def embed_async(embedder: Any, texts: list[str]) -> np.ndarray:
+    """Embeds on the event loop when the vectors are cached, in a worker thread when the model must run."""
+    lookup = getattr(embedder, "lookup", None)
+    found = lookup(texts) if lookup is not None else None
+    if found is not None:
+        return found
+    import asyncio
+
+    vectors: np.ndarray = await asyncio.to_thread(embedder.embed, texts)
+    return vectors
+
+
+def get_embedder(name: str, *, cache_size: int = 10_000) -> Embedder:
     """The process-wide embedder for ``name`` (loading a model takes seconds, so it happens once)."""
     with _embedders_lock:
         if name not in _embedders:
-            _embedders[name] = Embedder(name)
+            _embedders[name] = Embedder(name, cache_size=cache_size)
         return _embedders[name]

@@ -35,6 +35,7 @@ DOMAIN_KEYWORDS: dict[str, frozenset[str]] = {
     "analytics": frozenset({"event", "session", "pageview", "user", "metric", "visit", "click", "funnel"}),
 }
 _MIN_DOMAIN_SCORE = 3
+_CANDIDATES = 40
 _DOMAIN_BONUS = 0.05  # same similarity: an example from the project's own domain is the better demonstration
 
 
@@ -161,6 +162,8 @@ class FewshotLibrary:
             for example, similarity in zip(self.examples, similarities, strict=True)
             if example.domain in wanted
         ]
+        # As the vector index does for project examples: only the nearest ones are reranked.
+        candidates = sorted(candidates, key=lambda c: c.similarity, reverse=True)[:_CANDIDATES]
         chosen = select_from_candidates(candidates, k, diversity=diversity)
         return [
             ContextExample(

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import asyncpg
-import numpy as np
 
 from events import ContextReady, ErrorCode, Event, QueryResolved
 from services.common import metrics
@@ -21,21 +20,6 @@ from services.retrieval.fewshot import FewshotLibrary
 from services.retrieval.index import VectorIndex
 from services.retrieval.masking import mask_question, retrieval_text
 from services.retrieval.selection import select_examples
-
-
-class _Prefetched:
-    """An embedder that answers from vectors computed for the whole poll batch, falling back to the model."""
-
-    def __init__(self, embedder: Embedder, vectors: dict[str, np.ndarray]) -> None:
-        self._embedder = embedder
-        self._vectors = vectors
-        self.name = embedder.name
-        self.dim = embedder.dim
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        if texts and all(t in self._vectors for t in texts):
-            return np.stack([self._vectors[t] for t in texts])
-        return self._embedder.embed(texts)
 
 
 class RetrievalHandler(BaseHandler):
@@ -58,10 +42,16 @@ class RetrievalHandler(BaseHandler):
         self.top_k = top_k
         self.fewshot_k = fewshot_k
         self.library = library or FewshotLibrary()
-        self._batch_vectors: dict[str, np.ndarray] = {}
+
+    def ordering_key(self, event: Event) -> str:
+        # Retrieval reads, never writes, per question: only a conversation's own order is kept.
+        if isinstance(event, QueryResolved):
+            return f"{event.project_id}/{event.conversation_id}"
+        return event.project_id
 
     async def prepare_batch(self, events: Sequence[Event]) -> None:
-        """Embeds every text the batch's questions will need in one model pass (the stage's main cost)."""
+        """Embeds every text the poll's questions will need in one model pass (the stage's main cost); the
+        embedder's cache then answers the handlers without running the model."""
         texts: list[str] = []
         for event in events:
             if isinstance(event, QueryResolved):
@@ -69,14 +59,14 @@ class RetrievalHandler(BaseHandler):
                 texts.append(retrieval_text(event.question, mask_question(event.question, schema)))
                 texts.append(event.question)
         unique = list(dict.fromkeys(texts))
-        vectors: Any = await asyncio.to_thread(self.embedder.embed, unique) if unique else []
-        self._batch_vectors = dict(zip(unique, vectors, strict=True))
+        if unique:
+            await asyncio.to_thread(self.embedder.embed, unique)
 
     async def handle(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, QueryResolved)
         started = time.perf_counter()
         schema = await load_schema(self.pool, event.schema_version_id)
-        embedder: Any = _Prefetched(self.embedder, self._batch_vectors)
+        embedder = self.embedder
         examples = []
         if self.top_k > 0:
             examples = await select_examples(
@@ -92,9 +82,13 @@ class RetrievalHandler(BaseHandler):
         # The project's own examples take precedence: library examples only fill what they leave open.
         room = max(0, self.fewshot_k - max(0, len(examples) - self.top_k // 2))
         if room > 0:
-            fewshot = await asyncio.to_thread(
-                self.library.select, event.question, event.domain or "generic", room, embedder
-            )
+            domain = event.domain or "generic"
+            lookup = getattr(self.embedder, "lookup", None)
+            if lookup is not None and lookup([event.question]) is not None:
+                # The vector is cached: what is left is a little arithmetic, cheaper than a thread hop.
+                fewshot = self.library.select(event.question, domain, room, embedder)
+            else:
+                fewshot = await asyncio.to_thread(self.library.select, event.question, domain, room, embedder)
         for source, found in (("project", examples), ("library", fewshot)):
             metrics.RETRIEVAL_EXAMPLES.labels(source).observe(len(found))
             if found:

@@ -10,14 +10,6 @@ import numpy as np
 
 from services.retrieval.index import vector_literal
 
-# HNSW is approximate and filters *after* the graph walk: with many projects in one table a project's
-# few examples would be missed. Iterative scans (pgvector >= 0.8) keep walking until enough rows pass the
-# project/usability filter, so results stay complete while the index still does the work.
-_SEARCH_SETTINGS = (
-    "SET LOCAL hnsw.iterative_scan = strict_order",
-    "SET LOCAL hnsw.ef_search = 100",
-)
-
 _SEARCH = """
 SELECT id, 1 - (embedding <=> $2::vector) AS similarity
 FROM examples
@@ -44,10 +36,9 @@ class PgVectorIndex:
     async def search(self, project_id: str, vector: np.ndarray, k: int) -> list[tuple[uuid.UUID, float]]:
         if k <= 0:
             return []
-        async with self.pool.acquire() as conn, conn.transaction():
-            for statement in _SEARCH_SETTINGS:
-                await conn.execute(statement)
-            rows = await conn.fetch(_SEARCH, project_id, vector_literal(vector), k)
+        # Complete results rely on iterative HNSW scans, set for every session of the pool
+        # (services.common.db.SESSION_SETTINGS).
+        rows = await self.pool.fetch(_SEARCH, project_id, vector_literal(vector), k)
         return [(row["id"], float(row["similarity"])) for row in rows]
 
     async def delete(self, project_id: str, ids: Sequence[uuid.UUID]) -> None:

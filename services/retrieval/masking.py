@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -108,18 +111,53 @@ def _sample_values(schema: SchemaInfo) -> list[str]:
     return values
 
 
+@dataclass
+class _Masks:
+    values: list[re.Pattern[str]]
+    phrases: list[tuple[re.Pattern[str], str]]
+
+
+_COMPILED: dict[int, tuple[weakref.ref[SchemaInfo], _Masks]] = {}
+
+
+def _schema_masks(schema: SchemaInfo) -> _Masks:
+    """The schema's value and phrase patterns, compiled once per schema object (schemas are cached and
+    immutable once loaded; building the patterns was most of the cost of masking a question)."""
+    entry = _COMPILED.get(id(schema))
+    if entry is not None and entry[0]() is schema:
+        return entry[1]
+    values = {v for v in _sample_values(schema) if len(v) >= 2}
+    masks = _Masks(
+        values=[_value_pattern(v) for v in sorted(values, key=len, reverse=True)],
+        phrases=[(re.compile(_phrase_pattern(words)), mask) for words, mask in _schema_phrases(schema)],
+    )
+    if len(_COMPILED) > 256:
+        _COMPILED.clear()
+    _COMPILED[id(schema)] = (weakref.ref(schema), masks)
+    return masks
+
+
+def _value_pattern(value: str) -> re.Pattern[str]:
+    return re.compile(r"(?<![\w<])" + re.escape(value) + r"(?![\w>])", re.IGNORECASE)
+
+
 def mask_question(question: str, schema: SchemaInfo, known_values: Iterable[str] = ()) -> str:
     """Replace literal values with ``<val>`` and schema words with ``<tab>``/``<col>``; lower-cased."""
     text = _QUOTED.sub(f" {VAL} ", question)
-    values = {v for v in [*_sample_values(schema), *known_values] if len(v) >= 2}
+    masks = _schema_masks(schema)
+    patterns = masks.values
+    extra = {v for v in known_values if len(v) >= 2}
+    if extra:
+        values = {v for v in _sample_values(schema) if len(v) >= 2} | extra
+        patterns = [_value_pattern(v) for v in sorted(values, key=len, reverse=True)]
     # Longest first so "New York City" is one value rather than "New York" plus a stray word.
-    for value in sorted(values, key=len, reverse=True):
-        text = re.sub(r"(?<![\w<])" + re.escape(value) + r"(?![\w>])", f" {VAL} ", text, flags=re.IGNORECASE)
+    for pattern in patterns:
+        text = pattern.sub(f" {VAL} ", text)
     text = _DATE.sub(f" {VAL} ", text)
     text = _NUMBER.sub(f" {VAL} ", text)
     text = text.lower()
-    for words, mask in _schema_phrases(schema):
-        text = re.sub(_phrase_pattern(words), f" {mask} ", text)
+    for phrase, mask in masks.phrases:
+        text = phrase.sub(f" {mask} ", text)
     text = re.sub(r"\s+", " ", text).strip()
     # "<val> <val>" from adjacent literals carries no more shape than one.
     return re.sub(rf"(?:{re.escape(VAL)} )+{re.escape(VAL)}", VAL, text)
@@ -168,8 +206,12 @@ def skeleton_tokens(skeleton: str) -> list[str]:
     return _SKELETON_TOKEN.findall(skeleton.upper())
 
 
+@lru_cache(maxsize=1 << 16)
 def skeleton_similarity(a: str, b: str) -> float:
-    """Token-sequence similarity of two skeletons in [0, 1] (1: same shape)."""
+    """Token-sequence similarity of two skeletons in [0, 1] (1: same shape).
+
+    Cached: reranking compares the same stored skeletons (library and project examples) question after
+    question, and difflib on token lists is the retrieval stage's largest CPU cost otherwise."""
     if a == b:
         return 1.0
     ta, tb = skeleton_tokens(a), skeleton_tokens(b)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import asyncpg
 
 from events.internal import ContextExample
 from services.common.schema import SchemaInfo
-from services.retrieval.embedder import Embedder
+from services.retrieval.embedder import Embedder, embed_async
 from services.retrieval.examples import load_usable
 from services.retrieval.index import VectorIndex
 from services.retrieval.masking import mask_question, retrieval_text, skeleton_similarity
@@ -121,7 +120,7 @@ async def select_examples(
     if k <= 0:
         return []
     masked = mask_question(question, schema)
-    vector = (await asyncio.to_thread(embedder.embed, [retrieval_text(question, masked)]))[0]
+    vector = (await embed_async(embedder, [retrieval_text(question, masked)]))[0]
     hits = await index.search(project_id, vector, max(candidates, k))
     if not hits:
         return []

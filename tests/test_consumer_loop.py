@@ -1,0 +1,133 @@
+"""The shared consumer loop on the real broker and PostgreSQL, with a test handler whose work is a sleep:
+a slow event must not hold back the poll, one ordering key's events run in offset order with their outputs
+published in that order, and offsets are committed once everything before them is settled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from typing import ClassVar
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from events import ChatError, ChatQuestion, ErrorCode, Event
+from services.common.bus import Bus, ensure_topics
+from services.common.consumer import BaseHandler, ConsumerRunner
+from services.common.settings import Settings
+from tests.conftest import wait_until
+
+
+class SleepingHandler(BaseHandler):
+    """Sleeps for the seconds the question names and answers with a chat.error naming the question."""
+
+    name: ClassVar[str] = "loop-test"
+    subscriptions: ClassVar[dict[str, type[Event]]] = {ChatQuestion.topic: ChatQuestion}
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, ChatQuestion)
+        label, seconds = event.question.split(":")
+        self.started[label] = time.monotonic()
+        await asyncio.sleep(float(seconds))
+        self.ended[label] = time.monotonic()
+        out = ChatError(
+            project_id=event.project_id,
+            question_event_id=event.event_id,
+            conversation_id=event.conversation_id,
+            code=ErrorCode.internal,
+            message=label,
+            stage="loop-test",
+        )
+        return [out.with_derived_id(event.event_id, "loop-test")]
+
+
+def _question(project: str, label: str, seconds: float) -> ChatQuestion:
+    return ChatQuestion(
+        project_id=project, conversation_id=f"{project}-c", user_id="u", question=f"{label}:{seconds}"
+    )
+
+
+async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+    finally:
+        await admin.close()
+    meta = offsets.get(tp)
+    return meta.offset if meta is not None else None
+
+
+async def test_slow_event_does_not_hold_back_others_and_one_key_keeps_its_order_scripted_handler(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    prefix = settings.topic_prefix
+    await ensure_topics(bootstrap, prefix, 1)  # one partition: both projects share it, order is offsets
+    bus = Bus(bootstrap, prefix=prefix, client="loop-test")
+    await bus.start()
+    handler = SleepingHandler()
+    group = f"loop-test-{uuid.uuid4().hex[:8]}"
+    runner = ConsumerRunner(
+        handler, bootstrap_servers=bootstrap, pool=pool, bus=bus, prefix=prefix, group_id=group
+    )
+    outputs = AIOKafkaConsumer(
+        prefix + ChatError.topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await outputs.start()
+    running = asyncio.create_task(runner.run())
+    try:
+        slow_project, fast_project = f"slow-{uuid.uuid4().hex[:6]}", f"fast-{uuid.uuid4().hex[:6]}"
+        await bus.publish_many(
+            [
+                _question(slow_project, "slow-1", 1.5),
+                _question(slow_project, "slow-2", 0.0),
+                _question(fast_project, "fast-1", 0.0),
+            ]
+        )
+        await asyncio.sleep(0.3)
+        await bus.publish_many([_question(fast_project, "fast-2", 0.0)])  # polled while slow-1 still runs
+
+        async def all_handled() -> bool:
+            return len(handler.ended) == 4
+
+        await wait_until(all_handled, timeout_s=30)
+        # The poll went on while slow-1 slept: the other project's events, even one published later, ended first.
+        assert handler.ended["fast-1"] < handler.ended["slow-1"]
+        assert handler.ended["fast-2"] < handler.ended["slow-1"]
+        # One key, one at a time, in offset order.
+        assert handler.started["slow-2"] >= handler.ended["slow-1"]
+
+        published: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(published) < 4 and time.monotonic() < deadline:
+            for records in (await outputs.getmany(timeout_ms=500)).values():
+                published += [ChatError.model_validate_json(r.value or b"").message for r in records]
+        assert sorted(published) == ["fast-1", "fast-2", "slow-1", "slow-2"]
+        assert published.index("slow-1") < published.index("slow-2")
+
+        # Offsets are committed past the last record once all four are settled (never past an unsettled one).
+        tp = TopicPartition(prefix + ChatQuestion.topic, 0)
+
+        async def committed_all() -> bool:
+            return await _committed(bootstrap, group, tp) == 4
+
+        await wait_until(committed_all, timeout_s=30)
+        stored = await pool.fetchval(
+            "SELECT count(*) FROM processed_events WHERE consumer = $1 AND published", handler.name
+        )
+        assert stored >= 4
+    finally:
+        runner.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, 40)
+        await outputs.stop()
+        await bus.stop()
