@@ -49,7 +49,8 @@ def build_llm(settings: Settings) -> Any:
 
         return TransformersLLM(settings)
 
-    # Projects with a LoRA adapter are served by a transformers model; the rest by the configured backend.
+    # Projects with a LoRA adapter: by the configured backend when it can apply the adapter itself (a GGUF
+    # LoRA converted for the model it serves), otherwise by a transformers model with peft.
     return AdapterRoutingLLM(base, adapted)
 
 

@@ -70,8 +70,10 @@ class ModelRouter:
 
 
 class AdapterRoutingLLM:
-    """Sends base-model requests to ``base`` (e.g. the fast GGUF model) and adapter requests to ``adapted``
-    (a transformers model that can apply per-project peft adapters), created on first use."""
+    """Sends base-model requests to ``base`` (e.g. the fast GGUF model), and adapter requests to ``base`` too
+    when it can apply that adapter itself (a GGUF LoRA converted for it, see ``GGUFLLM.adapter_file``);
+    other adapter requests go to ``adapted`` (a transformers model that applies peft adapters), created on
+    first use."""
 
     def __init__(self, base: LLM, adapted_factory: object) -> None:
         self.base = base
@@ -90,7 +92,14 @@ class AdapterRoutingLLM:
     ) -> Completion:
         if adapter is None:
             return await self.base.complete(messages, max_tokens=max_tokens)
+        if self._base_serves(adapter):
+            return await self.base.complete(messages, max_tokens=max_tokens, adapter=adapter)
         return await self._adapted_llm().complete(messages, max_tokens=max_tokens, adapter=adapter)
+
+    def _base_serves(self, adapter: AdapterRef) -> bool:
+        # Raises AdapterMismatch for another project's adapter rather than routing it anywhere.
+        adapter_file = getattr(self.base, "adapter_file", None)
+        return callable(adapter_file) and adapter_file(adapter) is not None
 
     def count_tokens(self, text: str) -> int:
         return self.base.count_tokens(text)

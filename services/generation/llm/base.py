@@ -17,7 +17,12 @@ class AdapterRef:
 
     project_id: str
     version: int
-    path: str
+    path: str  # a trained adapter folder (peft files, metrics.json), or a GGUF LoRA file
+
+
+# A trained adapter folder holds its llama.cpp form under this name when its base model is a GGUF file
+# (written by services.training.gguf_lora), so the GGUF backend can serve it without transformers.
+GGUF_LORA_FILE = "adapter.gguf"
 
 
 @dataclass
@@ -32,6 +37,10 @@ class Completion:
 
 class ModelUnavailable(Exception):
     """The model could not be reached or loaded after the configured retries."""
+
+
+class AdapterMismatch(ModelUnavailable):
+    """The adapter at a reference's path was trained for another project or base model."""
 
 
 class LLM(Protocol):

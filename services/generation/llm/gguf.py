@@ -3,6 +3,9 @@
 One model instance per (file, context, threads, LoRA) per process, shared by every GGUFLLM that asks for it:
 loading is the slow part, and several backends in one process must not hold several copies. llama.cpp is not
 re-entrant, so each loaded model has a lock and completions run in a worker thread, one at a time.
+
+A project's adapter is served here when it is a GGUF LoRA: a ``.gguf`` file, or a trained adapter folder
+holding ``adapter.gguf`` converted for this very base model (see services.training.gguf_lora).
 """
 
 from __future__ import annotations
@@ -10,16 +13,25 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.common.settings import Settings
-from services.generation.llm.base import AdapterRef, ChatMessage, Completion, ModelUnavailable
+from services.generation.llm.base import (
+    GGUF_LORA_FILE,
+    AdapterMismatch,
+    AdapterRef,
+    ChatMessage,
+    Completion,
+    ModelUnavailable,
+)
 from services.generation.model_files import ModelFileError, resolve_gguf
 
 log = logging.getLogger(__name__)
@@ -41,6 +53,8 @@ class _Loaded:
 
 
 _models: dict[_Key, _Loaded] = {}
+# Keys of the models loaded with a LoRA, least recently used first.
+_adapted: OrderedDict[_Key, None] = OrderedDict()
 _load_lock = threading.Lock()
 
 
@@ -66,10 +80,12 @@ def _model_params_without_extra_buffers() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
-def _load(key: _Key, extra_buffers: bool) -> _Loaded:
+def _load(key: _Key, extra_buffers: bool, max_adapted: int) -> _Loaded:
     with _load_lock:
         loaded = _models.get(key)
         if loaded is not None:
+            if key in _adapted:
+                _adapted.move_to_end(key)
             return loaded
         try:
             from llama_cpp import Llama
@@ -105,6 +121,15 @@ def _load(key: _Key, extra_buffers: bool) -> _Loaded:
         )
         loaded = _Loaded(model=model, lock=threading.Lock())
         _models[key] = loaded
+        if key.lora_path is not None:
+            _adapted[key] = None
+            # llama-cpp-python binds a LoRA to its model at load time (and then loads without mmap), so each
+            # adapter costs a full copy of the base: keep the most recently used few. A dropped model that is
+            # still finishing a completion is freed (Llama.__del__) when that completion lets go of it.
+            while len(_adapted) > max_adapted:
+                old, _ = _adapted.popitem(last=False)
+                _models.pop(old, None)
+                log.info("gguf adapter model unloaded", extra={"lora": old.lora_path})
         return loaded
 
 
@@ -148,17 +173,57 @@ class GGUFLLM:
 
     def load(self, adapter: AdapterRef | None = None) -> _Loaded:
         """Load (once per process) the model, with the adapter when it is a GGUF LoRA file."""
-        return _load(self._key(self._lora_path(adapter)), self._extra_buffers)
+        return _load(
+            self._key(self._lora_path(adapter)), self._extra_buffers, self.settings.adapter_cache_size
+        )
+
+    def adapter_file(self, adapter: AdapterRef) -> Path | None:
+        """The GGUF LoRA that applies ``adapter`` to this model, or None when it has none (peft only).
+
+        A trained adapter folder qualifies when its ``adapter.gguf`` was converted for this model: llama.cpp
+        checks only the architecture and tensor shapes, so an adapter of another model of the same family
+        would load and answer wrongly. As the transformers backend does, an adapter whose ``metrics.json``
+        names another project is refused (AdapterMismatch), never served.
+        """
+        path = Path(adapter.path)
+        if path.suffix.lower() == ".gguf":
+            return path if path.is_file() else None
+        candidate = path / GGUF_LORA_FILE
+        if not candidate.is_file():
+            return None
+        try:
+            trained: dict[str, Any] = json.loads((path / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return None  # no provenance: which base model it was converted for is unknown
+        if trained.get("project_id") not in (None, adapter.project_id):
+            raise AdapterMismatch(
+                f"adapter {adapter.path} belongs to another project, not {adapter.project_id!r}"
+            )
+        return candidate if self._is_model(str(trained.get("base_model") or "")) else None
+
+    def _is_model(self, name: str) -> bool:
+        """Whether ``name`` (a training base model: a known name or a .gguf path) is the model served here."""
+        if not name:
+            return False
+        if name.strip().lower() == self._model_name.strip().lower():
+            return True
+        if not name.lower().endswith(".gguf"):
+            return False
+        try:
+            return Path(name).expanduser().resolve() == self.path.resolve()
+        except (OSError, ModelUnavailable):
+            return False
 
     def _lora_path(self, adapter: AdapterRef | None) -> str | None:
         if adapter is None:
             return None
-        if adapter.path.lower().endswith(".gguf") and Path(adapter.path).is_file():
-            return adapter.path
+        lora = self.adapter_file(adapter)
+        if lora is not None:
+            return str(lora)
         if not self._warned_adapter:
-            # peft adapters need the transformers backend; answering from the base model beats failing.
+            # peft-only adapters need the transformers backend; answering from the base model beats failing.
             log.warning(
-                "gguf backend serves the base model: adapter is not a GGUF LoRA file",
+                "gguf backend serves the base model: adapter has no GGUF LoRA for this model",
                 extra={"project": adapter.project_id, "version": adapter.version},
             )
             self._warned_adapter = True
@@ -167,7 +232,7 @@ class GGUFLLM:
     def _complete_sync(
         self, messages: list[ChatMessage], max_tokens: int, lora_path: str | None
     ) -> dict[str, Any]:
-        loaded = _load(self._key(lora_path), self._extra_buffers)
+        loaded = _load(self._key(lora_path), self._extra_buffers, self.settings.adapter_cache_size)
         with loaded.lock:
             if not self._prefix_cache:
                 # Reusing the cached prompt prefix re-evaluates only the tail in a smaller batch, which
@@ -228,6 +293,7 @@ def unload_all() -> None:
                 if callable(close):
                     close()
         _models.clear()
+        _adapted.clear()
 
 
 # llama.cpp's finalizers fail once the interpreter has torn down its modules; close models before that.

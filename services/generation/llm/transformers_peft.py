@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from services.common.settings import Settings
-from services.generation.llm.base import AdapterRef, ChatMessage, Completion, ModelUnavailable
+from services.generation.llm.base import (
+    AdapterMismatch,
+    AdapterRef,
+    ChatMessage,
+    Completion,
+    ModelUnavailable,
+)
 
 log = logging.getLogger(__name__)
-
-
-class AdapterMismatch(ModelUnavailable):
-    """The adapter at a reference's path was trained for another project or base model."""
 
 
 def adapter_name(ref: AdapterRef) -> str:
