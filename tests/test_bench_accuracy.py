@@ -221,3 +221,43 @@ async def test_scripted_lora_adapter_is_trained_cached_and_routed(tmp_path: Path
         assert strategies["full"]["answered_as"] == "lora"
         adapters = {c.adapter.path for c in llm.calls if c.adapter is not None}
         assert adapters == {lora["adapter"]["path"]} and len(llm.calls) == 4
+
+
+def _run_document(strategies: dict[str, float], *, model: str = "m", used: int = 3) -> dict[str, Any]:
+    return {
+        "meta": {"model": model, "command": f"run {' '.join(strategies)}"},
+        "projects": {
+            "p": {
+                "history": 5,
+                "test_used": used,
+                "strategies": {s: {"status": "ok", "n": used, "accuracy": a} for s, a in strategies.items()},
+            }
+        },
+    }
+
+
+def test_accuracy_merge_keeps_every_runs_strategies_and_meta(tmp_path: Path) -> None:
+    from bench.accuracy.merge import merge_files
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(_run_document({"baseline": 0.1, "rag": 0.5})))
+    second.write_text(json.dumps(_run_document({"lora": 0.6, "rag": 0.55})))
+    (tmp_path / "a.predictions.jsonl").write_text('{"q": 1}\n')
+    (tmp_path / "b.predictions.jsonl").write_text('{"q": 2}\n')
+    merged = merge_files([first, second], tmp_path / "out.json")
+    strategies = merged["projects"]["p"]["strategies"]
+    assert {s: e["accuracy"] for s, e in strategies.items()} == {"baseline": 0.1, "rag": 0.55, "lora": 0.6}
+    assert [r["command"] for r in merged["meta"]["runs"]] == ["run baseline rag", "run lora rag"]
+    assert (tmp_path / "out.predictions.jsonl").read_text().splitlines() == ['{"q": 1}', '{"q": 2}']
+
+
+@pytest.mark.parametrize(
+    "other",
+    [_run_document({"lora": 0.6}, model="another"), _run_document({"lora": 0.6}, used=4)],
+    ids=["different model", "different questions"],
+)
+def test_accuracy_merge_refuses_runs_that_do_not_compare(other: dict[str, Any]) -> None:
+    from bench.accuracy.merge import MergeError, merge_documents
+
+    with pytest.raises(MergeError):
+        merge_documents([_run_document({"rag": 0.5}), other])

@@ -126,3 +126,27 @@ def _run_accuracy(args: argparse.Namespace) -> int:
 
 
 register_bench_command("accuracy", "execution accuracy per project and strategy", _configure_accuracy)
+
+
+def _configure_merge(p: argparse.ArgumentParser) -> None:
+    p.description = "Merge results of several accuracy runs on the same data (e.g. LoRA measured apart)."
+    p.add_argument("inputs", type=Path, nargs="+", help="results JSON files, in order")
+    p.add_argument("--out", type=Path, required=True, help="merged results JSON")
+    p.set_defaults(func=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from bench.accuracy.merge import MergeError, merge_files
+    from bench.accuracy.report import print_table
+
+    try:
+        document = merge_files(args.inputs, args.out)
+    except (MergeError, OSError, ValueError) as exc:
+        print(f"querylift bench accuracy-merge: {exc}", file=sys.stderr)
+        return 2
+    print_table(document)
+    print(f"results: {args.out}")
+    return 0
+
+
+register_bench_command("accuracy-merge", "merge accuracy results of several runs", _configure_merge)
