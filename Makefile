@@ -43,7 +43,8 @@ schemas: install
 	$(VENV)/bin/querylift schemas export --out schemas
 
 bench-accuracy: install
-	$(VENV)/bin/querylift bench accuracy --data ../shared/bench/projects --out bench/results/accuracy.json --limit 100
+	$(VENV)/bin/querylift bench accuracy --data ../shared/bench/projects --out bench/results/accuracy.json --limit 100 \
+	  --strategies baseline prompt rag fewshot repair lora full --lora-max-steps 40
 
 bench-pipeline: install
 	$(VENV)/bin/querylift bench pipeline --questions 2000 --rate 250 --out bench/results/pipeline.json

@@ -162,6 +162,9 @@ def bench_settings(options: AccuracyOptions, base: Settings | None = None) -> Se
             update["llm_backend"] = "gguf"
     if options.lora_base_model:
         update["training_base_model"] = options.lora_base_model
+    else:
+        # The adapter is for the model that answers: trained on it, llama.cpp applies it to that same base.
+        update["training_base_model"] = update.get("llm_model", settings.llm_model)
     if options.lora_max_steps is not None:
         update["lora_max_steps"] = options.lora_max_steps
     return settings.model_copy(update=update) if update else settings

@@ -80,7 +80,11 @@ def _configure_accuracy(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--plot", type=Path, default=None, help="learning-curve PNG (default: next to --out)")
     p.add_argument("--work-dir", type=Path, default=None, help="embedded PostgreSQL and adapter cache")
-    p.add_argument("--lora-base-model", default=None, help="base model LoRA adapters are trained on")
+    p.add_argument(
+        "--lora-base-model",
+        default=None,
+        help="base model LoRA adapters are trained on (default: the answering model)",
+    )
     p.add_argument("--lora-max-steps", type=int, default=None, help="cap LoRA optimizer steps (CPU runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_accuracy)
