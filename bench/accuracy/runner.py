@@ -458,7 +458,8 @@ class AccuracyBench:
         # History-independent strategies answer identically at every history size; identical configurations
         # (same prompt, retrieval, checks and adapter) answer identically: both are answered once.
         answered: dict[str, tuple[list[Outcome], float, str]] = {}
-        lora_wanted = any(s.name == "lora" for s in self.strategies)
+        # `full` is everything on, the adapter included: it trains one even without `lora` in the run.
+        lora_wanted = any(s.adapter for s in self.strategies)
         for share in points:
             count = round(share * history_total)
             await self._replay_to(state, count)
