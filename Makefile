@@ -47,7 +47,7 @@ bench-accuracy: install
 	  --strategies baseline prompt rag fewshot repair lora full --lora-max-steps 40
 
 bench-pipeline: install
-	$(VENV)/bin/querylift bench pipeline --questions 2000 --rate 250 --out bench/results/pipeline.json
+	$(VENV)/bin/querylift bench pipeline --questions 4000 --rate 200 --out bench/results/pipeline.json
 
 bench-training: install
 	$(PY) -m bench.training_bench
