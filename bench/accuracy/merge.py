@@ -15,7 +15,7 @@ from bench.accuracy.report import predictions_path
 
 
 class MergeError(ValueError):
-    pass
+    """The runs cannot be merged (different models, questions or history)."""
 
 
 def merge_documents(documents: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,7 +12,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from events import EVENT_TYPES, DeadLetter, Event
-from services.common.metrics import EVENTS_PRODUCED
+from services.common.metrics import EVENTS_PRODUCED, LabelledChildren
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +47,10 @@ class Bus:
             client_id=client,
             max_request_size=4 * 1024 * 1024,
         )
-        self._counters: dict[str, Any] = {}
+        self._produced = LabelledChildren(EVENTS_PRODUCED)
 
     async def start(self) -> None:
         await self._producer.start()
-
-    def _produced_counter(self, topic: str) -> Any:
-        # labels() takes a lock and builds the key on every call; once per topic is enough.
-        counter = self._counters.get(topic)
-        if counter is None:
-            counter = self._counters[topic] = EVENTS_PRODUCED.labels(self.client, topic)
-        return counter
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -76,7 +68,7 @@ class Bus:
             key = event.key() if isinstance(event, Event) else (event.key or "").encode() or None
             topic = self.topic_of(event)
             futures.append(await self._producer.send(topic, event.model_dump_json().encode(), key=key))
-            self._produced_counter(type(event).topic).inc()
+            self._produced(self.client, type(event).topic).inc()
         if futures:
             await asyncio.gather(*futures)
 

@@ -43,6 +43,7 @@ from services.common.metrics import (
     EVENTS_FAILED,
     HANDLER_SECONDS,
     UP,
+    LabelledChildren,
 )
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,6 @@ class Handler(Protocol):
 class BaseHandler(ABC):
     name: ClassVar[str] = ""
     subscriptions: ClassVar[dict[str, type[Event]]] = {}
-    #: Events this handler may have in flight at once (None: the loop's default).
-    max_in_flight: ClassVar[int | None] = None
 
     async def start(self) -> None:
         return None
@@ -207,7 +206,7 @@ class ConsumerRunner:
         group_id: str | None = None,
         max_poll_interval_ms: int = 300_000,
         max_batch: int = 500,
-        max_in_flight: int | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.handler = handler
         self.pool = pool
@@ -215,7 +214,7 @@ class ConsumerRunner:
         self.prefix = prefix
         self.max_attempts = max_attempts
         self.max_batch = max_batch
-        self.max_in_flight = max_in_flight or handler.max_in_flight or MAX_IN_FLIGHT
+        self.max_in_flight = max_in_flight
         self.group_id = group_id or f"querylift-{handler.name}"
         self._topics = {prefix + topic: model for topic, model in handler.subscriptions.items()}
         self._consumer = AIOKafkaConsumer(
@@ -236,7 +235,7 @@ class ConsumerRunner:
         self._in_flight = 0
         self._settled = asyncio.Event()
         self._finisher: asyncio.Task[None] | None = None
-        self._consumed: dict[str, Any] = {}
+        self._consumed = LabelledChildren(EVENTS_CONSUMED)
         self.processed = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -345,7 +344,7 @@ class ConsumerRunner:
         for record in records:
             item = _Item(record)
             short = record.topic[len(self.prefix) :]
-            self._consumed_counter(short).inc()
+            self._consumed(self.handler.name, short).inc()
             try:
                 item.event = parse_event(self._topics[record.topic], record.value)
             except Rejected as rej:
@@ -391,13 +390,6 @@ class ConsumerRunner:
     def _chain_done(self, key: str, task: asyncio.Task[None]) -> None:
         if self._chains.get(key) is task:
             del self._chains[key]
-
-    def _consumed_counter(self, topic: str) -> Any:
-        # labels() resolves the child under a lock on every call: per record that showed in profiles.
-        counter = self._consumed.get(topic)
-        if counter is None:
-            counter = self._consumed[topic] = EVENTS_CONSUMED.labels(self.handler.name, topic)
-        return counter
 
     async def _run_in_turn(self, item: _Item, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:

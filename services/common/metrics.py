@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -204,3 +205,18 @@ def exposed_metrics() -> dict[str, frozenset[str]]:
             for suffix in suffixes.get(kind, ("",)):
                 names[base + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return names
+
+
+class LabelledChildren:
+    """A metric's children resolved once per label values: ``labels()`` takes a lock and builds the key on
+    every call, which showed in per-message profiles."""
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child

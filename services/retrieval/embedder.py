@@ -66,8 +66,6 @@ class Embedder:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self.cache_hits = 0
-        self.cache_misses = 0
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -79,10 +77,8 @@ class Embedder:
                 if vector is not None:
                     self._cache.move_to_end(text)
                     found[text] = vector
-            self.cache_hits += sum(1 for t in texts if t in found)
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
-            self.cache_misses += len(missing)
             vectors = self._embed_uncached(missing)
             with self._cache_lock:
                 for text, vector in zip(missing, vectors, strict=True):
@@ -99,7 +95,6 @@ class Embedder:
             vectors = [self._cache.get(t) for t in texts]
         if not texts or any(v is None for v in vectors):
             return None
-        self.cache_hits += len(texts)
         return np.stack(vectors)  # type: ignore[arg-type]
 
     def _embed_uncached(self, texts: list[str]) -> np.ndarray:

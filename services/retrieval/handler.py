@@ -66,13 +66,12 @@ class RetrievalHandler(BaseHandler):
         assert isinstance(event, QueryResolved)
         started = time.perf_counter()
         schema = await load_schema(self.pool, event.schema_version_id)
-        embedder = self.embedder
         examples = []
         if self.top_k > 0:
             examples = await select_examples(
                 self.pool,
                 self.index,
-                embedder,
+                self.embedder,
                 project_id=event.project_id,
                 question=event.question,
                 schema=schema,
@@ -86,9 +85,11 @@ class RetrievalHandler(BaseHandler):
             lookup = getattr(self.embedder, "lookup", None)
             if lookup is not None and lookup([event.question]) is not None:
                 # The vector is cached: what is left is a little arithmetic, cheaper than a thread hop.
-                fewshot = self.library.select(event.question, domain, room, embedder)
+                fewshot = self.library.select(event.question, domain, room, self.embedder)
             else:
-                fewshot = await asyncio.to_thread(self.library.select, event.question, domain, room, embedder)
+                fewshot = await asyncio.to_thread(
+                    self.library.select, event.question, domain, room, self.embedder
+                )
         for source, found in (("project", examples), ("library", fewshot)):
             metrics.RETRIEVAL_EXAMPLES.labels(source).observe(len(found))
             if found:
