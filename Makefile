@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
 
-.PHONY: prometheus install demo test test-fast lint schemas bench-accuracy bench-pipeline bench-training clean
+.PHONY: prometheus install demo test test-fast lint schemas bench-accuracy bench-pipeline bench-training bench-broker clean
 
 install: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-pipeline: install
 
 bench-training: install
 	$(PY) -m bench.training_bench
+
+bench-broker: install
+	$(PY) -m bench.broker_costs --out bench/results/broker_costs.json
 
 clean:
 	rm -rf $(VENV) .querylift .pytest_cache .mypy_cache .ruff_cache

@@ -28,8 +28,11 @@ class QueryliftClient:
         prefix: str = "",
         partitions: int = 6,
         fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        watch_dead_letters: bool = False,
     ) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        # An upstream product needs only its answers and errors; tests of bad input also read the DLQ.
+        self.watch_dead_letters = watch_dead_letters
         self.bootstrap = bootstrap_servers
         self.prefix = prefix
         self.partitions = partitions
@@ -43,10 +46,9 @@ class QueryliftClient:
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, self.prefix, self.partitions)
         await self.bus.start()
+        topics = [ChatAnswer.topic, ChatError.topic] + ([DeadLetter.topic] if self.watch_dead_letters else [])
         self._consumer = AIOKafkaConsumer(
-            self.prefix + ChatAnswer.topic,
-            self.prefix + ChatError.topic,
-            self.prefix + DeadLetter.topic,
+            *(self.prefix + topic for topic in topics),
             bootstrap_servers=self.bootstrap,
             group_id=f"querylift-client-{uuid.uuid4().hex[:8]}",
             auto_offset_reset="latest",

@@ -93,7 +93,11 @@ async def build_handler(
         from services.generation.handler import GenerationHandler
 
         return GenerationHandler(
-            pool, o.llm or build_llm(settings), CustomerDatabases(), generation_config(settings)
+            pool,
+            o.llm or build_llm(settings),
+            CustomerDatabases(),
+            generation_config(settings),
+            project_cache_s=settings.project_cache_s,
         )
     if name == "feedback":
         from services.common.customer_db import CustomerDatabases

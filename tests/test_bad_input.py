@@ -69,7 +69,9 @@ async def stack(
     project = unique("bad")
     await register_project(pool, project_id=project, database_url=f"sqlite:///{database}")
     overrides = Overrides(llm=ScriptedLLM(default=GOOD_SQL), embedder=get_embedder(cfg.embedding_model))
-    client = QueryliftClient(broker.bootstrap_servers, prefix=cfg.topic_prefix, partitions=2)
+    client = QueryliftClient(
+        broker.bootstrap_servers, prefix=cfg.topic_prefix, partitions=2, watch_dead_letters=True
+    )
     await client.start()
     tasks: dict[str, asyncio.Task[None]] = {}
     try:

@@ -131,3 +131,55 @@ async def test_slow_event_does_not_hold_back_others_and_one_key_keeps_its_order_
             await asyncio.wait_for(running, 40)
         await outputs.stop()
         await bus.stop()
+
+
+class TwoTopicHandler(BaseHandler):
+    """Subscribes to two project-keyed topics, as generation does (retrieval.context and model.updated)."""
+
+    name: ClassVar[str] = "loop-test-two"
+    subscriptions: ClassVar[dict[str, type[Event]]] = {
+        ChatQuestion.topic: ChatQuestion,
+        ChatError.topic: ChatError,
+    }
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        return ()
+
+
+async def test_group_members_own_the_same_partitions_of_every_topic(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A project's events of both topics land on one member, whatever the number of members (round robin
+    gives four members of six partitions different partitions per topic)."""
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    prefix = settings.topic_prefix
+    await ensure_topics(bootstrap, prefix, 6)
+    bus = Bus(bootstrap, prefix=prefix, client="loop-test")
+    await bus.start()
+    group = f"loop-test-{uuid.uuid4().hex[:8]}"
+    runners = [
+        ConsumerRunner(
+            TwoTopicHandler(), bootstrap_servers=bootstrap, pool=pool, bus=bus, prefix=prefix, group_id=group
+        )
+        for _ in range(4)
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+    try:
+
+        async def stable() -> bool:
+            owned = [r._consumer.assignment() for r in runners]
+            return all(owned) and sum(len(a) for a in owned) == 12
+
+        await wait_until(stable, timeout_s=60)
+        for runner in runners:
+            by_topic: dict[str, set[int]] = {}
+            for tp in runner._consumer.assignment():
+                by_topic.setdefault(tp.topic, set()).add(tp.partition)
+            assert len(by_topic) == 2 and len(set(map(frozenset, by_topic.values()))) == 1, by_topic
+    finally:
+        for runner in runners:
+            runner.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 40)
+        await bus.stop()

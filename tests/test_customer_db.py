@@ -532,3 +532,40 @@ def test_sqlite_connection_is_read_only_without_the_authorizer(sqlite_url: str) 
     check = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
     assert check.execute("SELECT COUNT(*) FROM country").fetchone() == (3,)
     check.close()
+
+
+async def test_sqlite_query_longer_than_the_inline_budget_finishes_in_a_thread(
+    dbs: CustomerDatabases, sqlite_url: str
+) -> None:
+    """Short queries run on the event loop; one that outlasts the budget is run again off the loop, and its
+    answer is the same as with no budget at all."""
+    counting = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 400000) SELECT COUNT(*) FROM r"
+    started = time.monotonic()
+    result = await dbs.execute(sqlite_url, counting, timeout_s=20, row_limit=10)
+    assert result.rows == [(400000,)]
+    assert time.monotonic() - started > dbs.inline_budget_s  # it really did outlast the budget
+    never_inline = CustomerDatabases(inline_budget_s=0)
+    try:
+        assert (
+            await never_inline.execute(sqlite_url, counting, timeout_s=20, row_limit=10)
+        ).rows == result.rows
+    finally:
+        await never_inline.close()
+
+
+async def test_sqlite_reader_waits_for_a_writer_beyond_the_inline_budget(
+    dbs: CustomerDatabases, sqlite_url: str
+) -> None:
+    path = sqlite_url.split("///", 1)[1]
+    await dbs.execute(sqlite_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)  # pooled now
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    release = asyncio.get_running_loop().call_later(0.3, writer.execute, "COMMIT")
+    try:
+        result = await dbs.execute(sqlite_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)
+    finally:
+        release.cancel()
+        if writer.in_transaction:
+            writer.execute("COMMIT")
+        writer.close()
+    assert result.rows == [(3,)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shlex
 import sys
 from pathlib import Path
@@ -39,7 +38,9 @@ def register_pipeline(bench_sub: argparse._SubParsersAction[argparse.ArgumentPar
 def _run(args: argparse.Namespace) -> int:
     from bench.pipeline.report import print_report
     from bench.pipeline.runner import PipelineOptions, run_pipeline_benchmark
+    from services.common import event_loop
     from services.common.logging_setup import setup_logging
+    from services.common.settings import Settings
 
     setup_logging("WARNING", json_lines=False)
     options = PipelineOptions(
@@ -55,7 +56,8 @@ def _run(args: argparse.Namespace) -> int:
         distinct_questions=args.distinct_questions,
         command=shlex.join(["querylift", *sys.argv[1:]]),
     )
-    document = asyncio.run(run_pipeline_benchmark(options))
+    # The load generator shares the cores with what it measures: it runs on the consumers' event loop too.
+    document = event_loop.run(run_pipeline_benchmark(options), Settings().event_loop)
     print_report(document)
     print(f"results: {args.out}")
     return 0

@@ -85,15 +85,19 @@ class ProcessProbe:
     """CPU time used between ``begin`` and ``end`` and RSS samples, per named process (and its children,
     which matters for PostgreSQL: one backend process per connection)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], *, alone: frozenset[str] = frozenset()) -> None:
+        """``alone``: names measured without their children (the benchmark's own process, whose children
+        are the consumers and the infrastructure measured under their own names)."""
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._alone = alone
         self.stats = {name: ProcessStats(name, pid) for name, pid in pids.items()}
         self._cpu0: dict[str, float] = {}
         self._t0 = 0.0
         self.wall_s = 0.0
 
-    @staticmethod
-    def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    def _tree(self, proc: psutil.Process) -> list[psutil.Process]:
+        if any(self._procs.get(name) is proc for name in self._alone):
+            return [proc]
         try:
             return [proc, *proc.children(recursive=True)]
         except psutil.Error:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
+from services.common import event_loop
 from services.common.logging_setup import setup_logging
 from services.common.service import run_consumer
 from services.common.settings import get_settings
@@ -21,5 +21,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_json)
-    asyncio.run(run_consumer(args.service, settings, metrics_port=args.metrics_port))
+    event_loop.run(run_consumer(args.service, settings, metrics_port=args.metrics_port), settings.event_loop)
     return 0

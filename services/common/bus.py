@@ -43,7 +43,9 @@ class Bus:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",
-            linger_ms=1,
+            # A settle group is sent in one go (send() only queues until the loop yields), so waiting for more
+            # would only delay every hop.
+            linger_ms=0,
             client_id=client,
             max_request_size=4 * 1024 * 1024,
         )
@@ -63,11 +65,16 @@ class Bus:
 
     async def publish_many(self, events: Iterable[Event | DeadLetter]) -> None:
         """Send all, then wait for every acknowledgement (a failure raises, so nothing is marked sent)."""
+        await self.publish_encoded((event, None) for event in events)
+
+    async def publish_encoded(self, events: Iterable[tuple[Event | DeadLetter, str | None]]) -> None:
+        """``publish_many`` for events whose JSON is already at hand (None: serialise it here)."""
         futures = []
-        for event in events:
+        for event, encoded in events:
             key = event.key() if isinstance(event, Event) else (event.key or "").encode() or None
             topic = self.topic_of(event)
-            futures.append(await self._producer.send(topic, event.model_dump_json().encode(), key=key))
+            value = (encoded if encoded is not None else event.model_dump_json()).encode()
+            futures.append(await self._producer.send(topic, value, key=key))
             self._produced(self.client, type(event).topic).inc()
         if futures:
             await asyncio.gather(*futures)

@@ -7,10 +7,14 @@ derived from input ids, so a handler that runs twice after a crash still yields 
 
 The loop never waits for a slow event before polling again: records are taken in as they arrive (one
 idempotency lookup per poll), handled concurrently, and settled by a finisher in groups (one insert of every
-outcome, one producer flush, one "published" update, one offset commit per group), so the fixed costs are
-paid once per group rather than per message. An offset is committed only once every record before it in its
-partition is settled. Events with the same ordering key (the project by default, a conversation where a
-handler says so) are handled one after another in offset order, and their outputs go out in that order.
+outcome, one producer flush per group), so the fixed costs are paid once per group rather than per message.
+Only those two steps stand between a handler and the next consumer: marking outcomes published and committing
+offsets are bookkeeping, done by a second task for everything settled since its last pass. Neither is needed
+for correctness (a redelivered event whose outcome is recorded re-publishes the same events, which consumers
+drop by id), only to keep redeliveries rare and the idempotency table small. An offset is committed only once
+every record before it in its partition is settled. Events with the same ordering key (the project by default,
+a conversation where a handler says so) are handled one after another in offset order, and their outputs go out
+in that order.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any, ClassVar, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import ValidationError
 
@@ -62,10 +68,13 @@ _RETRYABLE_INFRA = (
 )
 # The broker being away (publish, commit) is waited out like the system of record.
 _RETRYABLE_BROKER = (*_RETRYABLE_INFRA, KafkaError)
-#: How long the broker may hold a fetch that found nothing. Kafka answers a waiting fetch as soon as data
-#: arrives, so this only bounds idle polling there; the embedded Tansu broker answers at the end of the wait,
-#: which makes it the latency of every hop, hence short.
-FETCH_MAX_WAIT_MS = 10
+#: How long the broker may hold a fetch that found nothing, unless the service says otherwise
+#: (``Settings.fetch_wait_ms``). Kafka answers a waiting fetch as soon as data arrives, so this only bounds idle
+#: polling there; the embedded Tansu broker may hold it to the end, which makes it part of every hop's latency.
+FETCH_MAX_WAIT_MS = 5
+#: How often settled events are marked published and their offsets committed. A crash loses at most this
+#: much bookkeeping, which only means those events are redelivered and recognised as already handled.
+BOOKKEEPING_INTERVAL_S = 0.2
 #: Handlers of different projects running at once in one consumer (bounded: they share a small PG pool).
 MAX_CONCURRENT_KEYS = 64
 #: Polled events not yet settled (handled, recorded, published) before polling pauses.
@@ -111,6 +120,10 @@ class BaseHandler(ABC):
 
     def on_failure(self, event: Event, error: BaseException) -> Sequence[Event]:
         return ()
+
+    #: True for consumers a question waits on (query, retrieval, generation): they poll with the short fetch
+    #: wait; the others (feedback, training) with the long one, which costs less CPU and batches more.
+    answer_path: ClassVar[bool] = False
 
     def ordering_key(self, event: Event) -> str:
         """Events with the same key are handled one after another in offset order; others run at once.
@@ -207,6 +220,8 @@ class ConsumerRunner:
         max_poll_interval_ms: int = 300_000,
         max_batch: int = 500,
         max_in_flight: int = MAX_IN_FLIGHT,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        bookkeeping_interval_s: float = BOOKKEEPING_INTERVAL_S,
     ) -> None:
         self.handler = handler
         self.pool = pool
@@ -225,7 +240,12 @@ class ConsumerRunner:
             max_poll_records=max_batch,
             client_id=f"querylift-{handler.name}",
             max_poll_interval_ms=max_poll_interval_ms,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            # Range assignment gives one member partition i of every subscribed topic. Topics are keyed by
+            # project and created with the same partition count, so a project's model.updated reaches the
+            # generation instance that answers that project's questions (round robin could split them).
+            # Round robin stays second so members of an older release can share a group during a rollout.
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
         )
         self._stopping = asyncio.Event()
         self._keys = asyncio.Semaphore(MAX_CONCURRENT_KEYS)
@@ -235,6 +255,14 @@ class ConsumerRunner:
         self._in_flight = 0
         self._settled = asyncio.Event()
         self._finisher: asyncio.Task[None] | None = None
+        # Bookkeeping owed for published groups: ids to mark published, offsets to commit, items covered.
+        self._owed_marks: list[uuid.UUID] = []
+        self._owed_offsets: dict[TopicPartition, int] = {}
+        self._owed_items = 0
+        self._owed = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self.bookkeeping_interval_s = bookkeeping_interval_s
+        self._bookkeeper: asyncio.Task[None] | None = None
         self._consumed = LabelledChildren(EVENTS_CONSUMED)
         self.processed = 0
 
@@ -244,11 +272,13 @@ class ConsumerRunner:
         await self._consumer.start()
         UP.labels(self.handler.name).set(1)
         finisher = asyncio.create_task(self._finish_forever(), name=f"{self.handler.name}-finisher")
-        self._finisher = finisher
+        bookkeeper = asyncio.create_task(self._bookkeep_forever(), name=f"{self.handler.name}-bookkeeper")
+        self._finisher, self._bookkeeper = finisher, bookkeeper
         try:
             while not self._stopping.is_set():
-                if finisher.done():
-                    finisher.result()  # a finisher that died must stop the consumer, not stall it
+                for task in (finisher, bookkeeper):
+                    if task.done():
+                        task.result()  # a helper task that died must stop the consumer, not stall it
                 room = self.max_in_flight - self._in_flight
                 if room <= 0:
                     await self._wait_settled(0.2)
@@ -260,9 +290,10 @@ class ConsumerRunner:
                 self._report_lag(batches)
             await self.drain(STOP_DRAIN_S)
         finally:
-            finisher.cancel()
-            with suppress(asyncio.CancelledError):
-                await finisher
+            for task in (finisher, bookkeeper):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             UP.labels(self.handler.name).set(0)
             await self._consumer.stop()
 
@@ -272,9 +303,17 @@ class ConsumerRunner:
     async def drain(self, timeout_s: float) -> bool:
         """Waits until every polled event is settled and committed; False when ``timeout_s`` ran out."""
         deadline = time.monotonic() + timeout_s
+        self._flush_now.set()
+        try:
+            return await self._drain_until(deadline)
+        finally:
+            self._flush_now.clear()
+
+    async def _drain_until(self, deadline: float) -> bool:
         while self._in_flight > 0:
             left = deadline - time.monotonic()
-            if left <= 0 or (self._finisher is not None and self._finisher.done()):
+            helpers = (self._finisher, self._bookkeeper)
+            if left <= 0 or any(task is not None and task.done() for task in helpers):
                 log.warning(
                     "events still in flight after draining",
                     extra={"consumer": self.handler.name, "in_flight": self._in_flight},
@@ -408,53 +447,79 @@ class ConsumerRunner:
             await self._settle(items)
 
     async def _settle(self, items: list[_Item]) -> None:
-        """Records outcomes, publishes outputs and dead letters, then commits what is contiguously done."""
-        payloads = {
-            item.event.event_id: [
-                e.model_dump(mode="json") | {"__topic": type(e).topic} for e in item.produced
-            ]
+        """Records outcomes, publishes outputs and dead letters, then leaves the offsets that became
+        contiguously done, and the published marks, to the bookkeeper."""
+        # Each output is serialised once: the same JSON is recorded and published.
+        encoded = {
+            item.event.event_id: [(e, e.model_dump_json()) for e in item.produced]
             for item in items
             if item.event is not None and item.produced is not None
         }
+        payloads = {event_id: _outputs_json(outputs) for event_id, outputs in encoded.items()}
         if payloads:
             await self._forever(lambda: self._record_done(payloads), "record processed")
-        outgoing: list[Event | DeadLetter] = []
+        outgoing: list[tuple[Event | DeadLetter, str | None]] = []
         republished: list[uuid.UUID] = []
         for item in items:
             if item.republish is not None and item.event is not None:
-                outgoing.extend(_revive(o) for o in item.republish)
+                outgoing.extend((_revive(o), None) for o in item.republish)
                 republished.append(item.event.event_id)
-            elif item.produced is not None:
-                outgoing.extend(item.produced)
+            elif item.event is not None and item.event.event_id in encoded and not item.duplicate:
+                outgoing.extend(encoded[item.event.event_id])
             elif item.rejected is not None:
                 reason, error, extra = item.rejected
-                outgoing.extend([await self._store_dead_letter(item.record, reason, error), *extra])
+                letter = await self._store_dead_letter(item.record, reason, error)
+                outgoing.append((letter, None))
+                outgoing.extend((e, None) for e in extra)
             elif not item.duplicate and item.event is not None:
                 assert item.error is not None
                 extra = self.handler.on_failure(item.event, item.error)
                 error = f"{type(item.error).__name__}: {item.error}"[:2000]
                 letter = await self._store_dead_letter(item.record, "processing_failed", error)
-                outgoing.extend([letter, *extra])
+                outgoing.append((letter, None))
+                outgoing.extend((e, None) for e in extra)
         if outgoing:
-            await self._forever(lambda: self.bus.publish_many(outgoing), "publish", _RETRYABLE_BROKER)
-        published = republished + list(payloads)
-        if published:
-            await self._forever(lambda: self._mark_published(published), "mark published")
+            await self._forever(lambda: self.bus.publish_encoded(outgoing), "publish", _RETRYABLE_BROKER)
         self.processed += len(payloads)
 
         touched: set[TopicPartition] = set()
         for item in items:
             item.settled = True
             touched.add(TopicPartition(item.record.topic, item.record.partition))
-        offsets: dict[TopicPartition, int] = {}
         for tp in touched:
             queue = self._partitions.get(tp)
             while queue and queue[0].settled:
-                offsets[tp] = queue.popleft().record.offset + 1
-        if offsets:
-            await self._commit(offsets)
-        self._in_flight -= len(items)
-        self._settled.set()
+                self._owed_offsets[tp] = queue.popleft().record.offset + 1
+        self._owed_marks.extend(republished)
+        self._owed_marks.extend(payloads)
+        self._owed_items += len(items)
+        self._owed.set()
+
+    async def _bookkeep_forever(self) -> None:
+        """Marks published outcomes and commits offsets for everything settled since the last pass, at most
+        once per ``bookkeeping_interval_s`` (an offset commit costs the broker about as much as a produce),
+        and at once when a drain waits for it."""
+        last = 0.0
+        while True:
+            await self._owed.wait()
+            wait = last + self.bookkeeping_interval_s - time.monotonic()
+            if wait > 0 and not self._flush_now.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), wait)
+            last = time.monotonic()
+            self._owed.clear()
+            marks, self._owed_marks = self._owed_marks, []
+            offsets, self._owed_offsets = self._owed_offsets, {}
+            covered, self._owed_items = self._owed_items, 0
+            steps = []
+            if marks:
+                steps.append(self._forever(partial(self._mark_published, marks), "mark published"))
+            if offsets:
+                steps.append(self._commit(offsets))
+            # The system of record and the broker are independent: one wait for both.
+            await asyncio.gather(*steps)
+            self._in_flight -= covered
+            self._settled.set()
 
     async def _handle(self, item: _Item) -> tuple[Sequence[Event] | None, BaseException | None]:
         event = item.event
@@ -507,13 +572,13 @@ class ConsumerRunner:
         )
         return {r["event_id"]: True if r["published"] else list(r["outputs"]) for r in rows}
 
-    async def _record_done(self, payloads: dict[uuid.UUID, list[dict[str, Any]]]) -> None:
+    async def _record_done(self, payloads: dict[uuid.UUID, str]) -> None:
         await self.pool.execute(
             "INSERT INTO processed_events (consumer, event_id, outputs)"
             " SELECT $1, e, o::jsonb FROM unnest($2::uuid[], $3::text[]) AS t(e, o) ON CONFLICT DO NOTHING",
             self.handler.name,
             list(payloads),
-            [json.dumps(outputs) for outputs in payloads.values()],
+            list(payloads.values()),
         )
 
     async def _mark_published(self, event_ids: list[uuid.UUID]) -> None:
@@ -571,6 +636,12 @@ class ConsumerRunner:
             "store dead letter",
         )
         return letter
+
+
+def _outputs_json(outputs: Sequence[tuple[Event, str]]) -> str:
+    """The recorded form of a run's outputs: a JSON array of the events, each tagged with its topic."""
+    # Splicing the tag into each event's own JSON saves serialising every event a second time.
+    return "[" + ",".join(f'{{"__topic":{json.dumps(type(e).topic)},{js[1:]}' for e, js in outputs) + "]"
 
 
 _BY_TOPIC: dict[str, type[Event]] = {}

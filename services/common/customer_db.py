@@ -362,9 +362,53 @@ def _sqlite_discover(url: str, sample_values: int, timeout_s: float) -> SchemaIn
         conn.close()
 
 
-def _sqlite_execute(url: str, sql: str, timeout_s: float, row_limit: int) -> QueryResult:
-    conn = _sqlite_connect(url, timeout_s)
+#: Idle read-only connections per database file, keyed by the file's identity (device, inode, size, mtime),
+#: so a replaced or rewritten file is opened afresh. Opening one costs more than most answers' queries.
+_SQLITE_IDLE: dict[tuple[str, int, int, int, int], list[sqlite3.Connection]] = {}
+_SQLITE_IDLE_LOCK = threading.Lock()
+_SQLITE_IDLE_MAX = 4
+
+
+def _sqlite_identity(url: str) -> tuple[str, int, int, int, int] | None:
     try:
+        info = sqlite_path(url).stat()
+    except OSError:
+        return None
+    return (url, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _sqlite_checkout(
+    url: str, timeout_s: float
+) -> tuple[sqlite3.Connection, tuple[str, int, int, int, int] | None]:
+    identity = _sqlite_identity(url)
+    if identity is not None:
+        with _SQLITE_IDLE_LOCK:
+            idle = _SQLITE_IDLE.get(identity)
+            if idle:
+                return idle.pop(), identity
+    return _sqlite_connect(url, timeout_s), identity
+
+
+def _sqlite_checkin(conn: sqlite3.Connection, identity: tuple[str, int, int, int, int] | None) -> None:
+    if identity is not None and not conn.in_transaction:
+        with _SQLITE_IDLE_LOCK:
+            stale = [key for key in _SQLITE_IDLE if key[0] == identity[0] and key != identity]
+            for key in stale:
+                for old in _SQLITE_IDLE.pop(key):
+                    old.close()
+            idle = _SQLITE_IDLE.setdefault(identity, [])
+            if len(idle) < _SQLITE_IDLE_MAX:
+                idle.append(conn)
+                return
+    conn.close()
+
+
+def _sqlite_execute(url: str, sql: str, timeout_s: float, row_limit: int) -> QueryResult:
+    conn, identity = _sqlite_checkout(url, timeout_s)
+    try:
+        # A pooled connection keeps the authorizer and busy timeout of its last use.
+        conn.set_authorizer(None)
+        conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_s * 1000))}")
         timed_out = _with_deadline(conn, timeout_s)
         conn.set_authorizer(_sqlite_authorizer)
         started = time.monotonic()
@@ -376,6 +420,7 @@ def _sqlite_execute(url: str, sql: str, timeout_s: float, row_limit: int) -> Que
                 raise QueryTimeout(f"query exceeded the {timeout_s:g} s time limit") from None
             raise QueryFailed(str(error)) from None
         columns = [d[0] for d in cursor.description or []]
+        cursor.close()  # an unfinished statement would hold the file's read lock while pooled
         return QueryResult(
             columns=columns,
             rows=[tuple(json_value(v) for v in r) for r in rows[:row_limit]],
@@ -383,7 +428,8 @@ def _sqlite_execute(url: str, sql: str, timeout_s: float, row_limit: int) -> Que
             seconds=time.monotonic() - started,
         )
     finally:
-        conn.close()
+        conn.set_progress_handler(None, 0)
+        _sqlite_checkin(conn, identity)
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------------------
@@ -754,8 +800,11 @@ async def ping(url: str, *, timeout_s: float = 5) -> bool:
 class CustomerDatabases:
     """Read-only query execution against customer databases, with a connection pool per URL."""
 
-    def __init__(self, *, max_connections: int = 4, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, *, max_connections: int = 4, connect_timeout_s: float = 10.0, inline_budget_s: float = 0.002
+    ) -> None:
         self.max_connections = max_connections
+        self.inline_budget_s = inline_budget_s
         self.connect_timeout_s = connect_timeout_s
         self._pg_pools: dict[str, asyncpg.Pool] = {}
         self._mysql_pools: dict[str, _MySQLPool] = {}
@@ -771,10 +820,26 @@ class CustomerDatabases:
             raise ValueError("row_limit must be >= 0")
         dialect = dialect_of(url)
         if dialect == "sqlite":
-            return await asyncio.to_thread(_sqlite_execute, url, sql, timeout_s, row_limit)
+            return await self._sqlite_execute(url, sql, timeout_s, row_limit)
         if dialect == "postgres":
             return await self._pg_execute(url, sql, timeout_s, row_limit)
         return await self._mysql_execute(url, sql, timeout_s, row_limit)
+
+    async def _sqlite_execute(self, url: str, sql: str, timeout_s: float, row_limit: int) -> QueryResult:
+        """Most answers' queries take well under a millisecond, less than a worker-thread hop (and the GIL
+        handovers it causes) costs: they run on the event loop under a small time budget. A query that
+        exhausts it is interrupted and run again in a worker thread with the full timeout, which is safe
+        because the statement only reads."""
+        budget = min(timeout_s, self.inline_budget_s)
+        if budget > 0:
+            try:
+                return _sqlite_execute(url, sql, budget, row_limit)
+            except (QueryTimeout, QueryFailed) as exc:
+                # Out of budget, or a writer held the file longer than the budget lets it wait.
+                retry = isinstance(exc, QueryTimeout) or "locked" in str(exc)
+                if not retry or timeout_s <= budget:
+                    raise
+        return await asyncio.to_thread(_sqlite_execute, url, sql, timeout_s, row_limit)
 
     async def ping(self, url: str) -> bool:
         """True when the database answers SELECT 1 through this object's pool."""

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 Dialect = Literal["sqlite", "postgres", "mysql"]
 
@@ -87,3 +91,23 @@ class SchemaInfo:
         tables = {t.name.lower() for t in self.tables}
         columns = {(t.name.lower(), c.name.lower()) for t in self.tables for c in t.columns}
         return tables, columns
+
+
+_DERIVED: dict[tuple[int, str], tuple[weakref.ref[Any], Any]] = {}
+_DERIVED_MAX = 4096
+
+
+def derived(owner: SchemaInfo | Table, what: str, build: Callable[[], T]) -> T:
+    """What ``build`` makes from a schema or one of its tables (compiled patterns, rendered text), made once
+    per object. Loaded schemas are cached per version and never changed afterwards, so their derived forms
+    can be too; the weak reference makes a recycled ``id()`` a miss, never a wrong hit."""
+    key = (id(owner), what)
+    entry = _DERIVED.get(key)
+    if entry is not None and entry[0]() is owner:
+        value: T = entry[1]
+        return value
+    value = build()
+    if len(_DERIVED) >= _DERIVED_MAX:
+        _DERIVED.clear()
+    _DERIVED[key] = (weakref.ref(owner), value)
+    return value

@@ -51,6 +51,9 @@ async def run_consumer(
             bus=bus,
             prefix=settings.topic_prefix,
             max_poll_interval_ms=_POLL_INTERVAL_MS.get(name, 300_000),
+            fetch_max_wait_ms=settings.fetch_wait_ms
+            if handler.answer_path
+            else settings.background_fetch_wait_ms,
         )
         port = settings.metrics_port if metrics_port is None else metrics_port
         if port:

@@ -36,6 +36,22 @@ class Settings(BaseSettings):
         validation_alias=_alias("database_url", "DATABASE_URL"),
         description="postgresql:// URL of the system of record; empty: embedded PostgreSQL 18 + pgvector.",
     )
+    fetch_wait_ms: int = Field(
+        5,
+        ge=1,
+        description="How long the broker may hold an empty fetch for consumers a question waits on (query, "
+        "retrieval, generation) and for clients. The embedded Tansu broker can hold a fetch to the end of this "
+        "wait, so it is part of every hop's latency; Apache Kafka answers as soon as data arrives (500 is fine there).",
+    )
+    background_fetch_wait_ms: int = Field(
+        100,
+        ge=1,
+        description="The same for feedback and training, which no question waits on: fewer, fuller polls.",
+    )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="Event loop of `querylift run`: uvloop (less CPU per socket operation) or asyncio.",
+    )
     db_pool_max: int = Field(10, ge=1, description="Max connections per consumer to the system of record.")
     ray_address: str | None = Field(
         None,
@@ -52,6 +68,13 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs; false for human-readable lines.")
+
+    project_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds the generation consumer reuses a project's row (database URL, description) before "
+        "reading it again; a change or removal is seen within this. 0 reads it for every question.",
+    )
 
     # --- language model -------------------------------------------------------------------------------
     llm_backend: Literal["gguf", "transformers", "ollama", "openai", "scripted"] = Field(

@@ -55,12 +55,16 @@ class FeedbackHandler(BaseHandler):
     async def _learn(
         self, project_id: str, answer_id: object, cause: object, judged: bool = False
     ) -> Sequence[Event]:
+        # Most answers have no feedback yet when they are stored: one read settles that.
+        feedbacks = await feedback_for_answer(self.pool, project_id, answer_id)
+        if not feedbacks:
+            return ()
         answer = await answer_row(self.pool, project_id, answer_id)
         if answer is None:
             return ()
         learned = False
         decision = None
-        for feedback in await feedback_for_answer(self.pool, project_id, answer_id):
+        for feedback in feedbacks:
             decision = await self.learner.apply(answer, feedback)
             learned = learned or decision.action in ("verify", "correct")
         if judged and decision is not None and decision.action != "none":

@@ -26,13 +26,14 @@ from services.common.errors import question_error
 from services.generation.llm.base import LLM, ModelUnavailable
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.serving import ModelRouter
-from services.query.projects import load_project, load_schema
+from services.query.projects import ProjectCache, load_schema
 
 log = logging.getLogger(__name__)
 
 
 class GenerationHandler(BaseHandler):
     name: ClassVar[str] = "generation"
+    answer_path: ClassVar[bool] = True
     subscriptions: ClassVar[dict[str, type[Event]]] = {
         ContextReady.topic: ContextReady,
         ModelUpdated.topic: ModelUpdated,
@@ -45,8 +46,10 @@ class GenerationHandler(BaseHandler):
         databases: CustomerDatabases,
         config: GenerationConfig,
         router: ModelRouter | None = None,
+        project_cache_s: float = 5.0,
     ) -> None:
         self.pool = pool
+        self.projects = ProjectCache(pool, project_cache_s)
         self.llm = llm
         self.databases = databases
         self.config = config
@@ -75,7 +78,7 @@ class GenerationHandler(BaseHandler):
             "conversation_id": query.conversation_id,
             "user_id": query.user_id,
         }
-        project = await load_project(self.pool, query.project_id)
+        project = await self.projects.get(query.project_id)
         if project is None:
             message = f"Project {query.project_id!r} was removed while the question was in flight."
             return [self._error(query, ErrorCode.unknown_project, message)]

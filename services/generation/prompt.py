@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from events import ContextExample, Turn
-from services.common.schema import Column, SchemaInfo, Table
+from services.common.schema import Column, SchemaInfo, Table, derived
 from services.generation.llm.base import ChatMessage, estimate_tokens
 
 DIALECT_NAMES: dict[str, str] = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MySQL"}
@@ -121,13 +121,40 @@ def words(text: str) -> set[str]:
     return out
 
 
-def _sample_hits(column: Column, question_lower: str) -> int:
-    hits = 0
-    for value in column.samples:
-        if isinstance(value, str) and len(value.strip()) >= 3:
-            if re.search(rf"(?<![a-z0-9]){re.escape(value.strip().lower())}(?![a-z0-9])", question_lower):
-                hits += 1
-    return hits
+@dataclass(frozen=True)
+class _TableWords:
+    """What relevance scoring needs of one table, worked out once per loaded schema."""
+
+    name: str
+    name_words: frozenset[str]
+    column_words: frozenset[str]
+    #: Per column, one pattern per usable sample value (a value named in the question points at its table).
+    sample_patterns: tuple[tuple[re.Pattern[str], ...], ...]
+
+
+def _sample_pattern(value: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![a-z0-9]){re.escape(value.strip().lower())}(?![a-z0-9])")
+
+
+def _table_words(schema: SchemaInfo) -> list[_TableWords]:
+    def build() -> list[_TableWords]:
+        out = []
+        for table in schema.tables:
+            column_words: set[str] = set()
+            for column in table.columns:
+                column_words |= words(column.name)
+            patterns = tuple(
+                tuple(
+                    _sample_pattern(v) for v in column.samples if isinstance(v, str) and len(v.strip()) >= 3
+                )
+                for column in table.columns
+            )
+            out.append(
+                _TableWords(table.name, frozenset(words(table.name)), frozenset(column_words), patterns)
+            )
+        return out
+
+    return derived(schema, "prompt.table_words", build)
 
 
 def table_scores(question: str, schema: SchemaInfo) -> dict[str, float]:
@@ -135,16 +162,13 @@ def table_scores(question: str, schema: SchemaInfo) -> dict[str, float]:
     q_words = words(question)
     q_lower = question.lower()
     scores: dict[str, float] = {}
-    for table in schema.tables:
-        name_words = words(table.name)
-        score = 3.0 * len(name_words & q_words)
-        if name_words and name_words <= q_words:
+    for table in _table_words(schema):
+        score = 3.0 * len(table.name_words & q_words)
+        if table.name_words and table.name_words <= q_words:
             score += 2.0  # the whole name is in the question: "orders" beats "order_items" for "orders"
-        column_words: set[str] = set()
-        for column in table.columns:
-            column_words |= words(column.name)
-            score += 2.0 * _sample_hits(column, q_lower)
-        score += len(column_words & q_words)
+        for patterns in table.sample_patterns:
+            score += 2.0 * sum(1 for pattern in patterns if pattern.search(q_lower))
+        score += len(table.column_words & q_words)
         scores[table.name] = score
     return scores
 
@@ -289,9 +313,14 @@ def render_table_create(table: Table, dialect: str, samples: int) -> str:
 
 
 def render_schema(tables: list[Table], dialect: str, *, compact: bool, samples: int) -> str:
-    if compact:
-        return "\n".join(render_table_compact(t, dialect, samples) for t in tables)
-    return "\n".join(render_table_create(t, dialect, samples) for t in tables)
+    render = render_table_compact if compact else render_table_create
+    key = f"prompt.render/{dialect}/{compact}/{samples}"
+
+    def rendered(table: Table) -> str:
+        # A table renders the same for every question (and every budget-trimming pass over one prompt).
+        return derived(table, key, lambda: render(table, dialect, samples))
+
+    return "\n".join(rendered(t) for t in tables)
 
 
 def sql_block(sql: str) -> str:

@@ -12,11 +12,12 @@ import asyncpg
 from events import ChatError, ChatQuestion, ErrorCode, Event, QueryResolved
 from services.common.consumer import BaseHandler
 from services.common.errors import question_error
-from services.query.projects import load_project, recent_turns, record_question
+from services.query.projects import admit_question
 
 
 class QueryHandler(BaseHandler):
     name: ClassVar[str] = "query"
+    answer_path: ClassVar[bool] = True
     subscriptions: ClassVar[dict[str, type[Event]]] = {ChatQuestion.topic: ChatQuestion}
 
     def __init__(self, pool: asyncpg.Pool, *, history_turns: int = 3) -> None:
@@ -32,7 +33,15 @@ class QueryHandler(BaseHandler):
     async def handle(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ChatQuestion)
         started = time.perf_counter()
-        project = await load_project(self.pool, event.project_id)
+        project, history = await admit_question(
+            self.pool,
+            event_id=event.event_id,
+            project_id=event.project_id,
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            question=event.question,
+            history_turns=self.history_turns,
+        )
         if project is None or project.schema_version_id is None:
             message = (
                 f"Project {event.project_id!r} is not registered. Register its database with "
@@ -49,17 +58,6 @@ class QueryHandler(BaseHandler):
                     message=message,
                 )
             ]
-        await record_question(
-            self.pool,
-            event_id=event.event_id,
-            project_id=event.project_id,
-            conversation_id=event.conversation_id,
-            user_id=event.user_id,
-            question=event.question,
-        )
-        history = await recent_turns(
-            self.pool, event.project_id, event.conversation_id, limit=self.history_turns
-        )
         resolved = QueryResolved(
             project_id=event.project_id,
             correlation_id=event.event_id,

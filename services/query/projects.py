@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,29 @@ def _project(row: asyncpg.Record) -> Project:
 async def load_project(pool: asyncpg.Pool, project_id: str) -> Project | None:
     row = await pool.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
     return _project(row) if row else None
+
+
+class ProjectCache:
+    """Project rows kept for ``ttl_s`` seconds, so a consumer that needs one per question (generation) does
+    not read the same row hundreds of times a second. A change (new database URL, removal) is seen within
+    ``ttl_s``; unknown projects are never cached, so a project registered a moment ago is found at once."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = 5.0) -> None:
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self._rows: dict[str, tuple[float, Project]] = {}
+
+    async def get(self, project_id: str) -> Project | None:
+        now = time.monotonic()
+        hit = self._rows.get(project_id)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        project = await load_project(self.pool, project_id)
+        if project is None:
+            self._rows.pop(project_id, None)
+        elif self.ttl_s > 0:
+            self._rows[project_id] = (now, project)
+        return project
 
 
 async def list_projects(pool: asyncpg.Pool) -> list[Project]:
@@ -121,35 +145,45 @@ async def upsert_project(
     )
 
 
-async def record_question(
-    pool: asyncpg.Pool, *, event_id: Any, project_id: str, conversation_id: str, user_id: str, question: str
-) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO conversations (id, project_id, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            conversation_id,
-            project_id,
-            user_id,
-        )
-        await conn.execute(
-            "INSERT INTO messages (id, project_id, conversation_id, user_id, question) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (id) DO NOTHING",
-            event_id,
-            project_id,
-            conversation_id,
-            user_id,
-            question,
-        )
+# One round trip for everything ingress needs: the project, the question recorded (only for a project with a
+# schema), and the conversation's last answered turns, oldest first.
+_ADMIT = """
+WITH p AS (
+    SELECT * FROM projects WHERE id = $1
+), conversation AS (
+    INSERT INTO conversations (id, project_id, user_id)
+    SELECT $2, p.id, $3 FROM p WHERE p.current_schema_version_id IS NOT NULL
+    ON CONFLICT DO NOTHING
+), message AS (
+    INSERT INTO messages (id, project_id, conversation_id, user_id, question)
+    SELECT $4, p.id, $2, $3, $5 FROM p WHERE p.current_schema_version_id IS NOT NULL
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT p.*, (
+    SELECT coalesce(json_agg(json_build_object('question', t.question, 'sql', t.sql,
+                                               'answer_text', t.answer_text) ORDER BY t.created_at), '[]'::json)
+    FROM (SELECT question, sql, answer_text, created_at FROM answers
+          WHERE project_id = $1 AND conversation_id = $2 AND ok
+          ORDER BY created_at DESC LIMIT $6) AS t
+) AS history
+FROM p
+"""
 
 
-async def recent_turns(
-    pool: asyncpg.Pool, project_id: str, conversation_id: str, *, limit: int = 3
-) -> list[Turn]:
-    rows = await pool.fetch(
-        "SELECT question, sql, answer_text FROM answers WHERE project_id = $1 AND conversation_id = $2 AND ok"
-        " ORDER BY created_at DESC LIMIT $3",
-        project_id,
-        conversation_id,
-        limit,
-    )
-    return [Turn(question=r["question"], sql=r["sql"], answer_text=r["answer_text"]) for r in reversed(rows)]
+async def admit_question(
+    pool: asyncpg.Pool,
+    *,
+    event_id: Any,
+    project_id: str,
+    conversation_id: str,
+    user_id: str,
+    question: str,
+    history_turns: int = 3,
+) -> tuple[Project | None, list[Turn]]:
+    """The question's project and conversation history; the question is recorded when the project exists
+    and has a schema. ``(None, [])`` for an unknown project."""
+    row = await pool.fetchrow(_ADMIT, project_id, conversation_id, user_id, event_id, question, history_turns)
+    if row is None:
+        return None, []
+    history = [Turn(**turn) for turn in row["history"]]
+    return _project(row), history

@@ -36,6 +36,7 @@ DOMAIN_KEYWORDS: dict[str, frozenset[str]] = {
 }
 _MIN_DOMAIN_SCORE = 3
 _CANDIDATES = 40
+_CHOSEN_CACHE = 4096
 _DOMAIN_BONUS = 0.05  # same similarity: an example from the project's own domain is the better demonstration
 
 
@@ -116,6 +117,8 @@ class FewshotLibrary:
     def __init__(self, data_dir: Path | None = None) -> None:
         self.data_dir = data_dir or default_data_dir()
         self.examples = load_library(self.data_dir)
+        self._chosen: dict[tuple[str, str, bool, str, int, float], tuple[ContextExample, ...]] = {}
+        self._chosen_lock = threading.Lock()  # select() also runs in worker threads
 
     def domain_examples(self, domain: str) -> list[LibraryExample]:
         return [e for e in self.examples if e.domain == domain]
@@ -149,25 +152,40 @@ class FewshotLibrary:
         wanted = {domain if domain in DOMAINS else "generic", "generic"}
         masked = schema is not None
         text = mask_question(question, schema) if schema is not None else question
+        key = (text, embedder.name, masked, domain, k, diversity)
+        cached = self._chosen.get(key)
+        if cached is not None:
+            return list(cached)
         query = embedder.embed([text])[0]
-        similarities = self._matrix(embedder, masked) @ query
+        # In float64, as Python floats were: near-ties keep the order they always had.
+        similarities = (self._matrix(embedder, masked) @ query).astype(np.float64)
+        domains = np.array([e.domain for e in self.examples])
+        similarities += np.where(domains == domain, _DOMAIN_BONUS, 0.0)
+        similarities[~np.isin(domains, list(wanted))] = -np.inf
+        allowed = int(np.isfinite(similarities).sum())
+        # As the vector index does for project examples: only the nearest ones are reranked (a stable sort,
+        # so equal similarities stay in library order).
+        nearest = np.argsort(-similarities, kind="stable")[: min(_CANDIDATES, allowed)]
         candidates = [
             Candidate(
-                example_id=f"library:{example.id}",
-                question=example.question,
-                sql=example.sql,
-                skeleton=example.skeleton,
-                similarity=float(similarity) + (_DOMAIN_BONUS if example.domain == domain else 0.0),
+                example_id=f"library:{self.examples[i].id}",
+                question=self.examples[i].question,
+                sql=self.examples[i].sql,
+                skeleton=self.examples[i].skeleton,
+                similarity=float(similarities[i]),
             )
-            for example, similarity in zip(self.examples, similarities, strict=True)
-            if example.domain in wanted
+            for i in nearest
         ]
-        # As the vector index does for project examples: only the nearest ones are reranked.
-        candidates = sorted(candidates, key=lambda c: c.similarity, reverse=True)[:_CANDIDATES]
         chosen = select_from_candidates(candidates, k, diversity=diversity)
-        return [
+        found = [
             ContextExample(
                 example_id=c.example_id, source="library", question=c.question, sql=c.sql, score=round(s, 4)
             )
             for c, s in chosen
         ]
+        # The library never changes while the process runs, and chat questions repeat.
+        with self._chosen_lock:
+            if len(self._chosen) >= _CHOSEN_CACHE:
+                self._chosen.pop(next(iter(self._chosen)))
+            self._chosen[key] = tuple(found)
+        return found

@@ -15,7 +15,7 @@ from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.common.errors import question_error
 from services.query.projects import load_schema
-from services.retrieval.embedder import Embedder
+from services.retrieval.embedder import Embedder, embed_async
 from services.retrieval.fewshot import FewshotLibrary
 from services.retrieval.index import VectorIndex
 from services.retrieval.masking import mask_question, retrieval_text
@@ -24,6 +24,7 @@ from services.retrieval.selection import select_examples
 
 class RetrievalHandler(BaseHandler):
     name: ClassVar[str] = "retrieval"
+    answer_path: ClassVar[bool] = True
     subscriptions: ClassVar[dict[str, type[Event]]] = {QueryResolved.topic: QueryResolved}
 
     def __init__(
@@ -60,7 +61,8 @@ class RetrievalHandler(BaseHandler):
                 texts.append(event.question)
         unique = list(dict.fromkeys(texts))
         if unique:
-            await asyncio.to_thread(self.embedder.embed, unique)
+            # Only the texts the cache lacks are worth a worker thread.
+            await embed_async(self.embedder, unique)
 
     async def handle(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, QueryResolved)

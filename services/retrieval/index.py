@@ -29,10 +29,23 @@ class VectorIndex(Protocol):
         ...
 
 
+_LITERALS: dict[bytes, str] = {}
+_LITERALS_MAX = 4096
+
+
 def vector_literal(vector: np.ndarray | Sequence[float]) -> str:
     """pgvector's text form ``[x,y,...]``, so no client-side codec is needed."""
-    # tolist() yields Python floats in one C call; formatting each numpy scalar was a visible per-search cost.
-    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).ravel().tolist())) + "]"
+    array = np.asarray(vector, dtype=np.float32).ravel()
+    raw = array.tobytes()
+    # Repeated questions search with the same vector; formatting 384 floats is the costly part.
+    literal = _LITERALS.get(raw)
+    if literal is None:
+        # tolist() yields Python floats in one C call; formatting each numpy scalar was a visible cost.
+        literal = "[" + ",".join(map(repr, array.tolist())) + "]"
+        if len(_LITERALS) >= _LITERALS_MAX:
+            _LITERALS.clear()
+        _LITERALS[raw] = literal
+    return literal
 
 
 def parse_vector(text: str) -> np.ndarray:

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import asyncpg
 import numpy as np
 
+from services.retrieval.examples import StoredExample
 from services.retrieval.index import vector_literal
 
 _SEARCH = """
-SELECT id, 1 - (embedding <=> $2::vector) AS similarity
+SELECT id, 1 - (embedding <=> $2::vector) AS similarity, question, sql, sql_skeleton, quality
 FROM examples
 WHERE project_id = $1 AND verified AND NOT stale AND NOT rated_down AND embedding IS NOT NULL
 ORDER BY embedding <=> $2::vector
@@ -40,6 +41,24 @@ class PgVectorIndex:
         # (services.common.db.SESSION_SETTINGS).
         rows = await self.pool.fetch(_SEARCH, project_id, vector_literal(vector), k)
         return [(row["id"], float(row["similarity"])) for row in rows]
+
+    async def search_examples(
+        self, project_id: str, vector: np.ndarray, k: int
+    ) -> list[tuple[StoredExample, float]]:
+        """``search`` with the examples themselves: the index is the examples table, so the rows found are
+        already the project's usable examples and need no second read."""
+        if k <= 0:
+            return []
+        rows = await self.pool.fetch(_SEARCH, project_id, vector_literal(vector), k)
+        return [
+            (
+                StoredExample(
+                    row["id"], row["question"], row["sql"], row["sql_skeleton"] or "", float(row["quality"])
+                ),
+                float(row["similarity"]),
+            )
+            for row in rows
+        ]
 
     async def delete(self, project_id: str, ids: Sequence[uuid.UUID]) -> None:
         # The row keeps its flags; the embedding is dropped so the example cannot surface even if a

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +18,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from services.common.schema import SQLGLOT_DIALECT, SchemaInfo
+from services.common.schema import SQLGLOT_DIALECT, SchemaInfo, derived
 
 TAB = "<tab>"
 COL = "<col>"
@@ -117,36 +116,48 @@ class _Masks:
     phrases: list[tuple[re.Pattern[str], str]]
 
 
-_COMPILED: dict[int, tuple[weakref.ref[SchemaInfo], _Masks]] = {}
-
-
 def _schema_masks(schema: SchemaInfo) -> _Masks:
-    """The schema's value and phrase patterns, compiled once per schema object (schemas are cached and
-    immutable once loaded; building the patterns was most of the cost of masking a question)."""
-    entry = _COMPILED.get(id(schema))
-    if entry is not None and entry[0]() is schema:
-        return entry[1]
-    values = {v for v in _sample_values(schema) if len(v) >= 2}
-    masks = _Masks(
-        values=[_value_pattern(v) for v in sorted(values, key=len, reverse=True)],
-        phrases=[(re.compile(_phrase_pattern(words)), mask) for words, mask in _schema_phrases(schema)],
-    )
-    if len(_COMPILED) > 256:
-        _COMPILED.clear()
-    _COMPILED[id(schema)] = (weakref.ref(schema), masks)
-    return masks
+    """The schema's value and phrase patterns, compiled once per schema object (building the patterns was
+    most of the cost of masking a question)."""
+
+    def build() -> _Masks:
+        values = {v for v in _sample_values(schema) if len(v) >= 2}
+        return _Masks(
+            values=[_value_pattern(v) for v in sorted(values, key=len, reverse=True)],
+            phrases=[(re.compile(_phrase_pattern(words)), mask) for words, mask in _schema_phrases(schema)],
+        )
+
+    return derived(schema, "masking.masks", build)
 
 
 def _value_pattern(value: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w<])" + re.escape(value) + r"(?![\w>])", re.IGNORECASE)
 
 
+_MASKED_PER_SCHEMA = 2048
+
+
 def mask_question(question: str, schema: SchemaInfo, known_values: Iterable[str] = ()) -> str:
     """Replace literal values with ``<val>`` and schema words with ``<tab>``/``<col>``; lower-cased."""
+    extra = {v for v in known_values if len(v) >= 2}
+    if extra:
+        return _mask(question, schema, extra)
+    # Retrieval masks one question several times (embedding, project and library selection), and chat
+    # questions repeat: the schema's own masking is remembered per schema.
+    recent: dict[str, str] = derived(schema, "masking.questions", dict)
+    masked = recent.get(question)
+    if masked is None:
+        masked = _mask(question, schema, extra)
+        if len(recent) >= _MASKED_PER_SCHEMA:
+            recent.clear()
+        recent[question] = masked
+    return masked
+
+
+def _mask(question: str, schema: SchemaInfo, extra: set[str]) -> str:
     text = _QUOTED.sub(f" {VAL} ", question)
     masks = _schema_masks(schema)
     patterns = masks.values
-    extra = {v for v in known_values if len(v) >= 2}
     if extra:
         values = {v for v in _sample_values(schema) if len(v) >= 2} | extra
         patterns = [_value_pattern(v) for v in sorted(values, key=len, reverse=True)]

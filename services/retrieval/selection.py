@@ -121,15 +121,24 @@ async def select_examples(
         return []
     masked = mask_question(question, schema)
     vector = (await embed_async(embedder, [retrieval_text(question, masked)]))[0]
-    hits = await index.search(project_id, vector, max(candidates, k))
-    if not hits:
+    search_examples = getattr(index, "search_examples", None)
+    if search_examples is not None:
+        # An index that lives beside the examples (pgvector) returns them in the same round trip.
+        found = await search_examples(project_id, vector, max(candidates, k))
+    else:
+        hits = await index.search(project_id, vector, max(candidates, k))
+        # The index is trusted for similarity only: project and usability are re-checked on the rows.
+        stored = await load_usable(pool, project_id, [example_id for example_id, _ in hits])
+        found = [
+            (row, similarity)
+            for example_id, similarity in hits
+            if (row := stored.get(uuid.UUID(str(example_id)))) is not None
+        ]
+    if not found:
         return []
-    # The index is trusted for similarity only: project and usability are re-checked on the rows.
-    stored = await load_usable(pool, project_id, [example_id for example_id, _ in hits])
     pool_candidates = [
-        Candidate(str(example_id), row.question, row.sql, row.sql_skeleton, similarity, row.quality)
-        for example_id, similarity in hits
-        if (row := stored.get(uuid.UUID(str(example_id)))) is not None
+        Candidate(str(row.id), row.question, row.sql, row.sql_skeleton, similarity, row.quality)
+        for row, similarity in found
     ]
     chosen = select_from_candidates(pool_candidates, k, diversity=diversity, min_similarity=min_similarity)
     return [
