@@ -119,28 +119,37 @@ async def _idle_fetch(
         await consumer.stop()
 
 
+async def _received(consumer: AIOKafkaConsumer, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await consumer.getmany(timeout_ms=1000):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the record never arrived")
+
+
 async def _hop_delay(bootstrap: str, wait_ms: int, samples: int) -> dict[str, float]:
     """From the produce acknowledgement to the consumer holding the record, at random moments."""
     topic = f"hop-{wait_ms}"
     await _topic(bootstrap, topic, 6)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"hop-{wait_ms}", fetch_max_wait_ms=wait_ms
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"hop-{wait_ms}",
+        fetch_max_wait_ms=wait_ms,
+        auto_offset_reset="earliest",
     )
     await producer.start()
     await consumer.start()
     try:
         await producer.send_and_wait(topic, b"warm", key=b"k")
-        while not await consumer.getmany(timeout_ms=1000):
-            pass
+        await _received(consumer)
         delays = []
         rng = random.Random(7)
         for i in range(samples):
             await asyncio.sleep(rng.uniform(0, 0.05))
             await producer.send_and_wait(topic, b"x", key=str(i).encode())
             acked = time.perf_counter()
-            while not await consumer.getmany(timeout_ms=1000):
-                pass
+            await _received(consumer)
             delays.append((time.perf_counter() - acked) * 1000)
         delays.sort()
         return {

@@ -29,7 +29,6 @@ from bench.pipeline.stack import (
     register_tenants,
 )
 from services.client import QueryliftClient
-from services.common.consumer import FETCH_MAX_WAIT_MS
 from services.wiring import SERVICES
 
 
@@ -62,7 +61,6 @@ async def soak(
         finally:
             await pool.close()
         await client.start()
-        client._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # type: ignore[union-attr]
         fleet.spawn_all(SERVICES)
         warm = await _drive(client, _questions(tenants, 20, f"warm{tag}"), 10.0, 300.0)
         if any(s.outcome is None for s in warm):
