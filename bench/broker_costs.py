@@ -221,31 +221,32 @@ def _table(
     return table
 
 
+#: (title, column headings, section of the results, fields shown) of each printed table.
+_TABLES = (
+    (
+        "CPU per broker request (µs)",
+        ("request", "broker", "client (aiokafka)", "wall"),
+        "requests",
+        ("broker_us", "client_us", "wall_us"),
+    ),
+    (
+        "one idle consumer's polling (% of one core)",
+        ("fetch", "broker", "client"),
+        "idle_polling",
+        ("broker_cpu_percent", "client_cpu_percent"),
+    ),
+    (
+        "acknowledged produce → record in the consumer's hands (ms)",
+        ("fetch", "p50", "p90", "p99"),
+        "hop_delay_ms",
+        ("p50", "p90", "p99"),
+    ),
+)
+
+
 def report(document: dict[str, Any], console: Console) -> None:
-    console.print(
-        _table(
-            "CPU per broker request (µs)",
-            ("request", "broker", "client (aiokafka)", "wall"),
-            document["requests"],
-            ("broker_us", "client_us", "wall_us"),
-        )
-    )
-    console.print(
-        _table(
-            "one idle consumer's polling (% of one core)",
-            ("fetch", "broker", "client"),
-            document["idle_polling"],
-            ("broker_cpu_percent", "client_cpu_percent"),
-        )
-    )
-    console.print(
-        _table(
-            "acknowledged produce → record in the consumer's hands (ms)",
-            ("fetch", "p50", "p90", "p99"),
-            document["hop_delay_ms"],
-            ("p50", "p90", "p99"),
-        )
-    )
+    for title, columns, section, fields in _TABLES:
+        console.print(_table(title, columns, document[section], fields))
 
 
 def main() -> None:
