@@ -51,6 +51,7 @@ from services.common.metrics import (
     UP,
     LabelledChildren,
 )
+from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,11 @@ _RETRYABLE_INFRA = (
 )
 # The broker being away (publish, commit) is waited out like the system of record.
 _RETRYABLE_BROKER = (*_RETRYABLE_INFRA, KafkaError)
-#: How long the broker may hold a fetch that found nothing, unless the service says otherwise
-#: (``Settings.fetch_wait_ms``). Kafka answers a waiting fetch as soon as data arrives, so this only bounds idle
-#: polling there; the embedded Tansu broker may hold it to the end, which makes it part of every hop's latency.
-FETCH_MAX_WAIT_MS = 5
+#: How long the broker may hold a fetch that found nothing, for runners and clients built without settings
+#: (the default of ``Settings.fetch_wait_ms``). Kafka answers a waiting fetch as soon as data arrives, so this
+#: only bounds idle polling there; the embedded Tansu broker may hold it to the end, which makes it part of
+#: every hop's latency.
+FETCH_MAX_WAIT_MS: int = Settings.model_fields["fetch_wait_ms"].default
 #: How often settled events are marked published and their offsets committed. A crash loses at most this
 #: much bookkeeping, which only means those events are redelivered and recognised as already handled.
 BOOKKEEPING_INTERVAL_S = 0.2

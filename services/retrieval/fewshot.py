@@ -117,6 +117,7 @@ class FewshotLibrary:
     def __init__(self, data_dir: Path | None = None) -> None:
         self.data_dir = data_dir or default_data_dir()
         self.examples = load_library(self.data_dir)
+        self._domains = np.array([e.domain for e in self.examples])
         self._chosen: dict[tuple[str, str, bool, str, int, float], tuple[ContextExample, ...]] = {}
         self._chosen_lock = threading.Lock()  # select() also runs in worker threads
 
@@ -159,9 +160,8 @@ class FewshotLibrary:
         query = embedder.embed([text])[0]
         # In float64, as Python floats were: near-ties keep the order they always had.
         similarities = (self._matrix(embedder, masked) @ query).astype(np.float64)
-        domains = np.array([e.domain for e in self.examples])
-        similarities += np.where(domains == domain, _DOMAIN_BONUS, 0.0)
-        similarities[~np.isin(domains, list(wanted))] = -np.inf
+        similarities += np.where(self._domains == domain, _DOMAIN_BONUS, 0.0)
+        similarities[~np.isin(self._domains, list(wanted))] = -np.inf
         allowed = int(np.isfinite(similarities).sum())
         # As the vector index does for project examples: only the nearest ones are reranked (a stable sort,
         # so equal similarities stay in library order).

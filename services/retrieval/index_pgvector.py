@@ -39,8 +39,10 @@ class PgVectorIndex:
             return []
         # Complete results rely on iterative HNSW scans, set for every session of the pool
         # (services.common.db.SESSION_SETTINGS).
-        rows = await self.pool.fetch(_SEARCH, project_id, vector_literal(vector), k)
-        return [(row["id"], float(row["similarity"])) for row in rows]
+        return [
+            (example.id, similarity)
+            for example, similarity in await self.search_examples(project_id, vector, k)
+        ]
 
     async def search_examples(
         self, project_id: str, vector: np.ndarray, k: int
