@@ -55,12 +55,16 @@ class QueryliftClient:
             enable_auto_commit=True,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
-        await self._consumer.start()
-        # "latest" only counts once partitions are assigned: wait for that before anything is published.
-        while not self._consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no assignment event
-            await asyncio.sleep(0.05)
-        for tp in self._consumer.assignment():
-            await self._consumer.position(tp)
+        try:
+            await self._consumer.start()
+            # "latest" only counts once partitions are assigned: wait for that before anything is published.
+            while not self._consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no assignment event
+                await asyncio.sleep(0.05)
+            for tp in self._consumer.assignment():
+                await self._consumer.position(tp)
+        except BaseException:
+            await self.stop()
+            raise
         self._task = asyncio.create_task(self._listen())
 
     async def stop(self) -> None:

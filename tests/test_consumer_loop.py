@@ -167,13 +167,13 @@ async def test_group_members_own_the_same_partitions_of_every_topic(
     try:
 
         async def stable() -> bool:
-            owned = [r._consumer.assignment() for r in runners]
+            owned = [r.assignment() for r in runners]
             return all(owned) and sum(len(a) for a in owned) == 12
 
         await wait_until(stable, timeout_s=60)
         for runner in runners:
             by_topic: dict[str, set[int]] = {}
-            for tp in runner._consumer.assignment():
+            for tp in runner.assignment():
                 by_topic.setdefault(tp.topic, set()).add(tp.partition)
             assert len(by_topic) == 2 and len(set(map(frozenset, by_topic.values()))) == 1, by_topic
     finally:
@@ -183,3 +183,113 @@ async def test_group_members_own_the_same_partitions_of_every_topic(
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, 40)
         await bus.stop()
+
+
+class CountingHandler(SleepingHandler):
+    """SleepingHandler that also counts how often each question ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, int] = {}
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, ChatQuestion)
+        label = event.question.split(":")[0]
+        self.runs[label] = self.runs.get(label, 0) + 1
+        return await super().handle(event)
+
+
+async def test_retried_event_runs_and_publishes_once_before_and_after_bookkeeping_scripted_handler(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """An upstream retry can arrive while the original runs, after it was published but before the
+    bookkeeper marked it (a long interval here makes that window wide), and after the mark."""
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    prefix = settings.topic_prefix
+    await ensure_topics(bootstrap, prefix, 1)
+    bus = Bus(bootstrap, prefix=prefix, client="loop-test")
+    await bus.start()
+    handler = CountingHandler()
+    group = f"loop-test-{uuid.uuid4().hex[:8]}"
+    runner = ConsumerRunner(
+        handler,
+        bootstrap_servers=bootstrap,
+        pool=pool,
+        bus=bus,
+        prefix=prefix,
+        group_id=group,
+        bookkeeping_interval_s=4.0,
+    )
+    outputs = AIOKafkaConsumer(
+        prefix + ChatError.topic, bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=None
+    )
+    await outputs.start()
+    await outputs.getmany(timeout_ms=200)  # joins at the end of the topic before anything is produced
+    running = asyncio.create_task(runner.run())
+    try:
+        project = f"retry-{uuid.uuid4().hex[:6]}"
+        # A first event starts the bookkeeper's interval, so the next marks wait for its end.
+        warm = _question(project, f"warm-{uuid.uuid4().hex[:6]}", 0.0)
+        await bus.publish_many([warm])
+        await wait_until(lambda: _true(warm.question.split(":")[0] in handler.ended), timeout_s=30)
+        question = _question(project, f"retried-{uuid.uuid4().hex[:6]}", 1.0)
+        label = question.question.split(":")[0]
+        await bus.publish_many([question])
+        await wait_until(lambda: _true(label in handler.started), timeout_s=30)
+        await bus.publish_many([question])  # while the original runs
+
+        await wait_until(lambda: _true(label in handler.ended), timeout_s=30)
+        await asyncio.sleep(0.3)
+        marked = await pool.fetchval(
+            "SELECT published FROM processed_events WHERE consumer = $1 AND event_id = $2",
+            handler.name,
+            question.event_id,
+        )
+        assert marked is False  # still inside the bookkeeping interval: the window this test is about
+        await bus.publish_many([question])  # published, not yet marked
+
+        async def marked_now() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT published FROM processed_events WHERE consumer = $1 AND event_id = $2",
+                    handler.name,
+                    question.event_id,
+                )
+            )
+
+        await wait_until(marked_now, timeout_s=30)
+        await bus.publish_many([question])  # after the mark
+
+        tp = TopicPartition(prefix + ChatQuestion.topic, 0)
+        end = (await _end_offset(bootstrap, tp)) or 0
+
+        async def committed_all() -> bool:
+            return await _committed(bootstrap, group, tp) == end
+
+        await wait_until(committed_all, timeout_s=30)
+        published: list[str] = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for records in (await outputs.getmany(timeout_ms=300)).values():
+                published += [ChatError.model_validate_json(r.value or b"").message for r in records]
+        assert handler.runs[label] == 1
+        assert published.count(label) == 1
+    finally:
+        runner.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, 40)
+        await outputs.stop()
+        await bus.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _end_offset(bootstrap: str, tp: TopicPartition) -> int | None:
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await probe.start()
+    try:
+        return (await probe.end_offsets([tp])).get(tp)
+    finally:
+        await probe.stop()

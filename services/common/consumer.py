@@ -187,6 +187,8 @@ class _Item:
     #: Outputs of an earlier run of this event that never went out (None: nothing to re-publish).
     republish: list[dict[str, Any]] | None = None
     duplicate: bool = False
+    #: A duplicate of an event still unsettled or unmarked here: it settles after the original.
+    awaits_original: bool = False
     settled: bool = False
 
 
@@ -234,7 +236,9 @@ class ConsumerRunner:
         self.max_in_flight = max_in_flight
         self.group_id = group_id or f"querylift-{handler.name}"
         self._topics = {prefix + topic: model for topic, model in handler.subscriptions.items()}
-        self._consumer = AIOKafkaConsumer(
+        # The consumer is made in run(): one made here and never started would still warn as unclosed.
+        self._consumer: AIOKafkaConsumer
+        self._consumer_options: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -259,6 +263,8 @@ class ConsumerRunner:
         self._finisher: asyncio.Task[None] | None = None
         # Bookkeeping owed for published groups: ids to mark published, offsets to commit, items covered.
         self._owed_marks: list[uuid.UUID] = []
+        #: Events this member started (or re-published) whose processed row is not yet marked published.
+        self._unmarked: set[uuid.UUID] = set()
         self._owed_offsets: dict[TopicPartition, int] = {}
         self._owed_items = 0
         self._owed = asyncio.Event()
@@ -270,8 +276,14 @@ class ConsumerRunner:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
+        self._consumer = AIOKafkaConsumer(**self._consumer_options)
         self._consumer.subscribe(list(self._topics), listener=_DrainOnRevoke(self))
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except BaseException:
+            # A failed or cancelled start still holds sockets and tasks until stopped.
+            await self._consumer.stop()
+            raise
         UP.labels(self.handler.name).set(1)
         finisher = asyncio.create_task(self._finish_forever(), name=f"{self.handler.name}-finisher")
         bookkeeper = asyncio.create_task(self._bookkeep_forever(), name=f"{self.handler.name}-bookkeeper")
@@ -301,6 +313,11 @@ class ConsumerRunner:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member owns now (none before it has started)."""
+        consumer = getattr(self, "_consumer", None)
+        return set(consumer.assignment()) if consumer is not None else set()
 
     async def drain(self, timeout_s: float) -> bool:
         """Waits until every polled event is settled and committed; False when ``timeout_s`` ran out."""
@@ -401,26 +418,35 @@ class ConsumerRunner:
             ids = list({item.event.event_id for item in parsed if item.event is not None})
             done = await self._forever(lambda: self._already_done(ids), "idempotency check")
         fresh: list[_Item] = []
+        # Duplicates of events this member started and has not yet marked published wait for the original.
+        behind: list[_Item] = []
         seen: set[uuid.UUID] = set()
         for item in parsed:
             assert item.event is not None
             event_id = item.event.event_id
-            if event_id in seen or event_id in done:
+            if event_id in seen or event_id in done or event_id in self._unmarked:
                 # A redelivery, or the same event twice in one poll (an upstream retry).
                 EVENTS_DUPLICATE.labels(self.handler.name, item.record.topic[len(self.prefix) :]).inc()
                 item.duplicate = True
                 state = done.pop(event_id, True)
-                if state is not True:
+                if event_id in self._unmarked:
+                    # Its outputs are out, or will be once the original settles; the stored row just has not
+                    # been marked yet (bookkeeping runs every interval), so re-publishing would send them twice.
+                    item.awaits_original = True
+                    behind.append(item)
+                elif state is not True:
                     item.republish = list(state)  # type: ignore[arg-type]
+                    self._unmarked.add(event_id)
                 continue
             seen.add(event_id)
+            self._unmarked.add(event_id)
             fresh.append(item)
         for item in items:
-            if item.event is None or item.duplicate:
+            if item.event is None or (item.duplicate and not item.awaits_original):
                 self._finished.put_nowait(item)
         if fresh:
             await self.handler.prepare_batch([item.event for item in fresh if item.event is not None])
-        for item in fresh:
+        for item in fresh + behind:
             assert item.event is not None
             key = self.handler.ordering_key(item.event)
             previous = self._chains.get(key)
@@ -436,8 +462,9 @@ class ConsumerRunner:
         if previous is not None:
             # One key's events run in offset order; outputs then reach the finisher in that order too.
             await asyncio.wait([previous])
-        async with self._keys:
-            item.produced, item.error = await self._handle(item)
+        if not item.duplicate:
+            async with self._keys:
+                item.produced, item.error = await self._handle(item)
         self._finished.put_nowait(item)
 
     # ------------------------------------------------------------------ settling
@@ -475,6 +502,8 @@ class ConsumerRunner:
                 outgoing.extend((e, None) for e in extra)
             elif not item.duplicate and item.event is not None:
                 assert item.error is not None
+                # Nothing was recorded, so a redelivery must run it again.
+                self._unmarked.discard(item.event.event_id)
                 extra = self.handler.on_failure(item.event, item.error)
                 error = f"{type(item.error).__name__}: {item.error}"[:2000]
                 letter = await self._store_dead_letter(item.record, "processing_failed", error)
@@ -520,6 +549,7 @@ class ConsumerRunner:
                 steps.append(self._commit(offsets))
             # The system of record and the broker are independent: one wait for both.
             await asyncio.gather(*steps)
+            self._unmarked.difference_update(marks)
             self._in_flight -= covered
             self._settled.set()
 
