@@ -9,6 +9,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from events import ContextReady, QueryResolved
 from services.common.schema import Column, SchemaInfo, Table
 from services.retrieval.embedder import Embedder, get_embedder
 from services.retrieval.examples import (
@@ -21,6 +22,7 @@ from services.retrieval.examples import (
     reembed_all,
     referenced_names,
 )
+from services.retrieval.handler import RetrievalHandler
 from services.retrieval.index import vector_literal
 from services.retrieval.index_pgvector import PgVectorIndex
 from services.retrieval.masking import retrieval_text, sql_skeleton
@@ -460,3 +462,54 @@ def test_mmr_diversifies_skeletons_unless_far_more_similar() -> None:
         _cand("b", 0.88, GROUP_COUNT.format(c="y", t="t")),
     ]
     assert [c.example_id for c, _ in select_from_candidates([*strong, weak], 2)] == ["a", "b"]
+
+
+class _CountingEmbedder(Embedder):
+    """The real model, counting the texts it actually runs on."""
+
+    def __init__(self, name: str, cache_size: int) -> None:
+        super().__init__(name, cache_size=cache_size)
+        self.model_texts = 0
+
+    def _embed_uncached(self, texts: list[str]) -> np.ndarray:
+        self.model_texts += len(texts)
+        return super()._embed_uncached(texts)
+
+
+@pytest.mark.parametrize("cache_size", [10_000, 0])
+async def test_each_question_text_runs_through_the_model_once_per_pass(
+    pool: asyncpg.Pool, project: tuple[str, int], cache_size: int
+) -> None:
+    """The handler embeds a question's two texts (masked and plain) once each. prepare_batch does them for
+    a whole poll up front when the cache can keep them, and skips them when there is no cache."""
+    project_id, version_id = project
+    counting = _CountingEmbedder("all-MiniLM-L6-v2", cache_size)
+    handler = RetrievalHandler(pool, PgVectorIndex(pool), counting, top_k=3, fewshot_k=2)
+
+    def resolved(question: str) -> QueryResolved:
+        return QueryResolved(
+            project_id=project_id,
+            question_event_id=uuid.uuid4(),
+            conversation_id="c",
+            user_id="u",
+            question=f"{question} {uuid.uuid4().hex[:6]}",
+            asked_at_ms=0.0,
+            dialect="sqlite",
+            schema_version_id=version_id,
+        )
+
+    # The first question also embeds the few-shot library once; the second shows the per-question cost.
+    for event in (
+        resolved("Which orders were shipped?"),
+        resolved("How many orders were cancelled in Paris?"),
+    ):
+        before = counting.model_texts
+        await handler.prepare_batch([event])
+        by_prepare = counting.model_texts - before
+        [context] = await handler.handle(event)
+        assert isinstance(context, ContextReady)
+    by_handle = counting.model_texts - before - by_prepare
+    if cache_size:
+        assert (by_prepare, by_handle) == (2, 0)  # the handler found both texts in the cache
+    else:
+        assert (by_prepare, by_handle) == (0, 2)

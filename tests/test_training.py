@@ -319,7 +319,23 @@ async def test_gate_decides_promotion(trained: World) -> None:
         assert outcome.promoted == "rejected" and state.active is None
     # A few steps on 24 examples of six patterns are enough for the adapter to beat the bare base model.
     assert m["eval_accuracy"] > m["current_accuracy"], m
-    assert gate(0.5, 0.5, 0.0) and not gate(0.5, 0.5, 0.1) and gate(0.7, 0.5, 0.1) and not gate(0.4, 0.5, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "margin", "passes"),
+    [
+        (0.5, 0.5, 0.0, True),  # a tie: the candidate learnt from more examples
+        (0.5, 0.5, 0.1, False),
+        (0.7, 0.5, 0.1, True),
+        (0.4, 0.5, 0.0, False),
+        (0.0, 0.0, 0.0, False),  # nothing right on the held-out split proves nothing
+        (0.25, 0.0, 0.0, True),
+        (1.0, 1.0, 0.0, True),
+        (0.0, 0.0, 0.1, False),
+    ],
+)
+def test_gate(candidate: float, current: float, margin: float, passes: bool) -> None:
+    assert gate(candidate, current, margin) is passes
 
 
 async def test_adapter_served_per_request_and_base_without(trained: World) -> None:

@@ -84,9 +84,10 @@ class EvalResult:
 
 
 def gate(candidate_acc: float, current_acc: float, margin: float) -> bool:
-    """Promote only when the candidate is at least ``margin`` better (a tie passes with margin 0: the
-    candidate has learnt from more examples)."""
-    return candidate_acc + 1e-9 >= current_acc + margin
+    """Promote only when the candidate is at least ``margin`` better. A tie passes with margin 0 (the
+    candidate has learnt from more examples), but never at zero: an adapter that answers none of the
+    held-out questions has shown nothing, however badly the serving model does."""
+    return candidate_acc > 0 and candidate_acc + 1e-9 >= current_acc + margin
 
 
 @dataclass
