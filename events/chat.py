@@ -88,7 +88,15 @@ class ChatAnswer(Event):
         True, description="The SQL referenced only tables and columns of the current schema."
     )
     repaired: bool = Field(False, description="A repair round changed the SQL.")
-    attempts: int = Field(1, ge=1, description="Model calls made to reach this SQL.")
+    attempts: int = Field(
+        1, ge=0, description="Model calls made to reach this SQL (0 when a verified example answered)."
+    )
+    sql_source: Literal["model", "example"] = Field(
+        "model",
+        description="model: the language model wrote the SQL; example: the SQL of a verified example of this "
+        "project whose question is this one with other values, with this question's values (examples_used "
+        "names it).",
+    )
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)
     timings_ms: dict[str, float] = Field(

@@ -66,6 +66,7 @@ def generation_config(settings: Settings) -> Any:
         timeout_s=settings.sql_timeout_s,
         row_limit=settings.sql_row_limit,
         preview_rows=settings.preview_rows,
+        template_answers=settings.template_answers,
     )
 
 

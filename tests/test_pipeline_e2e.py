@@ -161,6 +161,41 @@ async def test_feedback_is_stored_and_teaches_retrieval_scripted_llm(stack, pool
     assert any(e.source == "project" and e.example_id == str(example["id"]) for e in again.examples_used)
 
 
+async def test_verified_question_asked_with_another_value_is_answered_from_it_scripted_llm(
+    stack, pool: asyncpg.Pool
+) -> None:
+    """The scripted model knows nothing of silver customers: only the verified gold question can answer."""
+    client, project, settings = stack
+    llm = stack_llm(stack)
+    answer = await client.ask(project, "how many gold customers are there", conversation_id="tpl")
+    assert isinstance(answer, ChatAnswer)
+    await client.feedback(ChatFeedback(project_id=project, answer_id=answer.event_id, rating=5))
+    example = await wait_until(
+        lambda: pool.fetchrow("SELECT * FROM examples WHERE answer_id = $1 AND verified", answer.event_id)
+    )
+    calls = len(llm.calls)
+    silver = await client.ask(project, "how many silver customers are there", conversation_id="tpl2")
+    assert isinstance(silver, ChatAnswer), silver
+    assert silver.sql_source == "example" and silver.attempts == 0 and len(llm.calls) == calls
+    # The example named is a verified one of this project (an earlier test may have verified the same
+    # question too), and its SQL is what answered, with the question's value.
+    [used] = silver.examples_used
+    source = await pool.fetchrow(
+        "SELECT question, sql FROM examples WHERE id = $1 AND project_id = $2 AND verified",
+        uuid.UUID(used.example_id),
+        project,
+    )
+    assert source is not None and source["question"] == example["question"]
+    assert silver.sql == source["sql"].replace("'gold'", "'silver'")
+    with sqlite3.connect(settings.data_dir / "bikeshop.sqlite") as db:
+        expected = db.execute("SELECT COUNT(*) FROM customers WHERE loyalty_tier = 'silver'").fetchone()[0]
+    assert silver.rows_preview == [[expected]]
+    # A value the database does not hold returns nothing from the example, so the model is asked.
+    platinum = await client.ask(project, "how many platinum customers are there", conversation_id="tpl3")
+    assert len(llm.calls) > calls
+    assert not isinstance(platinum, ChatAnswer) or platinum.sql_source == "model"
+
+
 async def test_correction_replaces_wrong_sql_scripted_llm(stack, pool: asyncpg.Pool) -> None:
     client, project, _ = stack
     error = await client.ask(project, "list the cities of our stores", conversation_id="corr")

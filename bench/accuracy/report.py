@@ -47,6 +47,7 @@ def results_table(document: dict[str, Any]) -> Table:
         ("p50 s", "right"),
         ("p95 s", "right"),
         ("prompt tok", "right"),
+        ("from example", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for project, strategy, entry in rows(document):
@@ -65,6 +66,7 @@ def results_table(document: dict[str, Any]) -> Table:
             _num(entry["latency_p50_s"]),
             _num(entry["latency_p95_s"]),
             _num(entry["prompt_tokens_mean"], 0),
+            _pct(entry.get("from_example")),
         )
     return table
 
@@ -73,18 +75,19 @@ def markdown_table(document: dict[str, Any]) -> str:
     """The same table as Markdown, for bench/README.md."""
     header = (
         "| project | strategy | n | accuracy | pattern seen | pattern new | executes | schema-valid "
-        "| p50 s | p95 s | prompt tokens |"
+        "| p50 s | p95 s | prompt tokens | from example |"
     )
-    lines = [header, "|" + "---|" * 11]
+    lines = [header, "|" + "---|" * 12]
     for project, strategy, entry in rows(document):
         if entry.get("status") != "ok":
-            lines.append(f"| {project} | {strategy} | skipped: {entry.get('reason', '')} |" + " |" * 8)
+            lines.append(f"| {project} | {strategy} | skipped: {entry.get('reason', '')} |" + " |" * 9)
             continue
         lines.append(
             f"| {project} | {strategy} | {entry['n']} | {_pct(entry['accuracy'])} "
             f"| {_pct(entry['accuracy_pattern_seen'])} | {_pct(entry['accuracy_pattern_new'])} "
             f"| {_pct(entry['executes'])} | {_pct(entry['schema_valid'])} | {_num(entry['latency_p50_s'])} "
-            f"| {_num(entry['latency_p95_s'])} | {_num(entry['prompt_tokens_mean'], 0)} |"
+            f"| {_num(entry['latency_p95_s'])} | {_num(entry['prompt_tokens_mean'], 0)} "
+            f"| {_pct(entry.get('from_example'))} |"
         )
     return "\n".join(lines)
 

@@ -252,7 +252,13 @@ class AccuracyBench:
             [
                 item.id,
                 prompt.messages,
-                [config.static_check, config.repair_rounds, config.execution_repair, config.max_tokens],
+                [
+                    config.static_check,
+                    config.repair_rounds,
+                    config.execution_repair,
+                    config.max_tokens,
+                    config.template_answers,
+                ],
                 repr(adapter),
             ],
             default=str,
@@ -304,6 +310,7 @@ class AccuracyBench:
             prompt_tokens=result.prompt_tokens,
             attempts=result.attempts,
             repaired=result.repaired,
+            from_example=result.sql_source == "example",
             error=error,
             examples=len(examples),
             fewshot=len(fewshot),

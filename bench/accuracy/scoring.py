@@ -30,6 +30,8 @@ class Outcome:
     prompt_tokens: int
     attempts: int = 0
     repaired: bool = False
+    #: The SQL came from a verified example with the question's values (no model call).
+    from_example: bool = False
     error: str | None = None
     examples: int = 0
     fewshot: int = 0
@@ -80,6 +82,8 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     out["pattern_seen"] = _basic(seen)
     out["pattern_new"] = _basic(new)
     out["repaired"] = _share([o.repaired for o in outcomes])
+    out["from_example"] = _share([o.from_example for o in outcomes])
+    out["from_example_accuracy"] = _share([o.correct for o in outcomes if o.from_example])
     return out
 
 

@@ -7,6 +7,8 @@ prompt      + reasoning frame, compact schema with sample values and keys, the p
 rag         + the project's verified examples (``services.retrieval.selection.select_examples``)
 fewshot     + domain-library demonstrations (``services.retrieval.fewshot``) where project ones leave room
 repair      + static check and execution-guided repair rounds
+template    + answers from a verified example whose question is this one with other values, when its SQL
+            with the question's values returns rows (``services.common.template_match``)
 lora        + the project's LoRA adapter trained on its verified history (``services.training``)
 full        everything on: the generation config the services are wired with (``services.wiring``), the
             retrieval consumer's settings and the project's adapter when one was trained in this run
@@ -33,6 +35,7 @@ class Strategy:
     static_check: bool = False
     repair: bool = False
     adapter: bool = False
+    template_answers: bool = False
     domain_note: bool = True
     #: ``full`` takes its generation config from ``services.wiring`` rather than assembling one.
     product_wiring: bool = False
@@ -58,6 +61,7 @@ class Strategy:
             timeout_s=settings.sql_timeout_s,
             row_limit=settings.sql_row_limit,
             preview_rows=settings.preview_rows,
+            template_answers=self.template_answers,
         )
 
     def retrieval_k(self, settings: Settings) -> tuple[int, int]:
@@ -76,6 +80,7 @@ class Strategy:
             "static_check": config.static_check,
             "repair_rounds": config.repair_rounds,
             "execution_repair": config.execution_repair,
+            "template_answers": config.template_answers,
             "budget_tokens": config.budget_tokens,
             "max_tokens": config.max_tokens,
             "retrieval_top_k": top_k,
@@ -112,14 +117,25 @@ STRATEGIES: dict[str, Strategy] = {
             repair=True,
         ),
         Strategy(
+            "template",
+            "repair + answers from verified examples asked with other values",
+            _FULL.but(history=False),
+            True,
+            True,
+            static_check=True,
+            repair=True,
+            template_answers=True,
+        ),
+        Strategy(
             "lora",
-            "repair + the project's LoRA adapter",
+            "template + the project's LoRA adapter",
             _FULL.but(history=False),
             True,
             True,
             static_check=True,
             repair=True,
             adapter=True,
+            template_answers=True,
         ),
         Strategy(
             "full",
@@ -135,7 +151,7 @@ STRATEGIES: dict[str, Strategy] = {
     )
 }
 
-DEFAULT_STRATEGIES: tuple[str, ...] = ("baseline", "prompt", "rag", "fewshot", "repair", "full")
+DEFAULT_STRATEGIES: tuple[str, ...] = ("baseline", "prompt", "rag", "fewshot", "repair", "template", "full")
 
 
 def resolve(names: list[str] | None) -> list[Strategy]:

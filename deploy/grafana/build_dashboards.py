@@ -247,6 +247,13 @@ def accuracy() -> dict[str, Any]:
             unit="reqps",
         ),
         Panel(
+            "Answers from verified examples",
+            [(f"sum by (project) (rate(querylift_answers_from_examples_total{{{P}}}[{RI}]))", "{{project}}")],
+            unit="reqps",
+            description="Questions answered by a verified example's SQL with the question's values, "
+            "without a model call.",
+        ),
+        Panel(
             "SQL success rate, last 24 h",
             [(_ratio(sql_ok, sql_all, "project", "24h"), "{{project}}")],
             kind="stat",

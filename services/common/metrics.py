@@ -72,6 +72,11 @@ SQL_SCHEMA_VALID = Counter(
 )
 SQL_OUTCOMES = ("ok", "error", "timeout", "refused")
 SQL_REPAIRS = Counter("querylift_sql_repairs_total", "Repair rounds that changed the SQL.", ["project"])
+ANSWERS_FROM_EXAMPLES = Counter(
+    "querylift_answers_from_examples_total",
+    "Answers whose SQL was a verified example's with the question's values (no model call).",
+    ["project"],
+)
 
 # --- language model -------------------------------------------------------------------------------------
 LLM_TOKENS = Counter(

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     sql_row_limit: int = Field(1000, ge=1, description="Rows fetched at most from a customer database.")
     preview_rows: int = Field(20, ge=0, description="Rows included in chat.answer.")
     repair_rounds: int = Field(1, ge=0, description="Repair rounds after a failed static check or execution.")
+    template_answers: bool = Field(
+        True,
+        description="Answer a question that is a verified example's with other values by that example's SQL "
+        "with the question's values, when it runs and returns rows (no model call).",
+    )
 
     # --- learning -------------------------------------------------------------------------------------
     training_threshold: int = Field(

@@ -31,20 +31,22 @@ class DemoQuestion:
 
 @dataclass
 class Tally:
-    results: list[tuple[int, bool]] = field(default_factory=list)  # (round, correct)
+    #: (round, correct, answered from a verified example without a model call)
+    results: list[tuple[int, bool, bool]] = field(default_factory=list)
 
-    def add(self, round_: int, correct: bool) -> None:
-        self.results.append((round_, correct))
+    def add(self, round_: int, correct: bool, from_example: bool = False) -> None:
+        self.results.append((round_, correct, from_example))
 
     @property
     def accuracy(self) -> float:
-        return sum(c for _, c in self.results) / max(1, len(self.results))
+        return sum(c for _, c, _ in self.results) / max(1, len(self.results))
 
-    def by_round(self) -> dict[int, tuple[int, int]]:
-        out: dict[int, tuple[int, int]] = {}
-        for r, c in self.results:
-            n, k = out.get(r, (0, 0))
-            out[r] = (n + 1, k + int(c))
+    def by_round(self) -> dict[int, tuple[int, int, int]]:
+        """round → (questions, correct, answered from an example)"""
+        out: dict[int, tuple[int, int, int]] = {}
+        for r, c, e in self.results:
+            n, k, x = out.get(r, (0, 0, 0))
+            out[r] = (n + 1, k + int(c), x + int(e))
         return out
 
 
@@ -95,10 +97,12 @@ async def ask_stream(
         verdict = user.judge(outcome, q.sql)
         if verdict.feedback is not None:
             await client.feedback(verdict.feedback)
-        tally.add(round_, verdict.correct)
+        from_example = isinstance(outcome, ChatAnswer) and outcome.sql_source == "example"
+        tally.add(round_, verdict.correct, from_example)
         if isinstance(outcome, ChatAnswer):
             used = sum(1 for e in outcome.examples_used if e.source == "project")
-            detail = f"{outcome.answer_text[:60]}  [dim]{outcome.sql[:90]}[/]"
+            source = "[cyan]from a verified example[/] " if from_example else ""
+            detail = f"{source}{outcome.answer_text[:60]}  [dim]{outcome.sql[:90]}[/]"
             if (
                 verdict.correct
                 and outcome.chart
@@ -123,9 +127,14 @@ def summary_table(tally: Tally) -> Table:
     table.add_column("questions", justify="right")
     table.add_column("correct", justify="right")
     table.add_column("accuracy", justify="right")
-    for round_, (n, k) in sorted(tally.by_round().items()):
-        table.add_row(f"{round_}×", str(n), str(k), f"{k / n:.0%}")
+    table.add_column("from a verified example", justify="right")
+    for round_, (n, k, x) in sorted(tally.by_round().items()):
+        table.add_row(f"{round_}×", str(n), str(k), f"{k / n:.0%}", str(x))
     table.add_row(
-        "all", str(len(tally.results)), str(sum(c for _, c in tally.results)), f"{tally.accuracy:.0%}"
+        "all",
+        str(len(tally.results)),
+        str(sum(c for _, c, _ in tally.results)),
+        f"{tally.accuracy:.0%}",
+        str(sum(e for _, _, e in tally.results)),
     )
     return table

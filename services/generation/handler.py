@@ -106,9 +106,13 @@ class GenerationHandler(BaseHandler):
             return [self._error(query, ErrorCode.database_unavailable, message, retryable=True)]
 
         metrics.SQL_SCHEMA_VALID.labels(query.project_id, str(result.schema_valid).lower()).inc()
-        metrics.LLM_TOKENS.labels("in", result.model).inc(result.prompt_tokens)
-        metrics.LLM_TOKENS.labels("out", result.model).inc(result.completion_tokens)
-        metrics.LLM_SECONDS.labels(result.model).observe(result.timings_ms.get("llm", 0.0) / 1000)
+        from_example = result.sql_source == "example"
+        if from_example:
+            metrics.ANSWERS_FROM_EXAMPLES.labels(query.project_id).inc()
+        else:
+            metrics.LLM_TOKENS.labels("in", result.model).inc(result.prompt_tokens)
+            metrics.LLM_TOKENS.labels("out", result.model).inc(result.completion_tokens)
+            metrics.LLM_SECONDS.labels(result.model).observe(result.timings_ms.get("llm", 0.0) / 1000)
         if result.repaired:
             metrics.SQL_REPAIRS.labels(query.project_id).inc()
         for stage, ms in result.timings_ms.items():
@@ -126,10 +130,13 @@ class GenerationHandler(BaseHandler):
         total_ms = time.time() * 1000 - query.asked_at_ms
         metrics.ANSWER_SECONDS.labels(query.project_id).observe(max(total_ms, 0) / 1000)
         assert result.result is not None
-        used = [
-            UsedExample(example_id=e.example_id, source=e.source, score=e.score)
-            for e in [*event.examples, *event.fewshot]
-        ]
+        # An answer from an example used that example alone; no prompt was built.
+        shown = [*event.examples, *event.fewshot]
+        if from_example:
+            shown = [e for e in event.examples if e.example_id == result.example_id]
+            # The adapter played no part: the answer counts for neither arm of an A/B comparison's model.
+            adapter, arm = None, "control"
+        used = [UsedExample(example_id=e.example_id, source=e.source, score=e.score) for e in shown]
         answer = ChatAnswer(
             **base,
             question=query.question,
@@ -146,7 +153,8 @@ class GenerationHandler(BaseHandler):
             examples_used=used,
             schema_valid=result.schema_valid,
             repaired=result.repaired,
-            attempts=max(result.attempts, 1),
+            attempts=result.attempts,
+            sql_source=result.sql_source,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             timings_ms={**query.timings_ms, **event.timings_ms, **result.timings_ms, "total": total_ms},

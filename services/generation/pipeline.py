@@ -1,6 +1,9 @@
 """Question + context → checked, executed SQL with an answer and a chart. No Kafka here: the generation
 consumer and the accuracy benchmark both call :func:`generate_answer`.
 
+First, when a retrieved project example is this question with other values (``template_answers``), its SQL
+with the question's values is checked and run; a non-empty result answers without a model call.
+
 The loop: prompt → model → extract SQL → static check (one statement, read-only, known schema) → execute
 read-only → answer. A failed check, a database error, or an unlikely empty result is fed back to the model
 for a repair round (``repair_rounds``); unsafe SQL is never repaired into running, it is refused.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from events import ChartSpec, ContextExample, ErrorCode, Turn
 from services.common.customer_db import (
@@ -21,6 +24,7 @@ from services.common.customer_db import (
     QueryTimeout,
 )
 from services.common.schema import SchemaInfo
+from services.common.template_match import adaptations
 from services.generation.answer_text import summarize
 from services.generation.chart import suggest_chart
 from services.generation.llm.base import LLM, AdapterRef, ChatMessage
@@ -43,6 +47,14 @@ class GenerationConfig:
     timeout_s: float = 10.0
     row_limit: int = 1000
     preview_rows: int = 20
+    #: Answer from a project example that is this question with other values, before asking the model.
+    template_answers: bool = False
+    #: Adapted examples tried (each is checked and run) before the model is asked.
+    template_tries: int = 2
+
+
+#: GenerationResult.model of an answer whose SQL came from a verified example.
+EXAMPLE_MODEL = "verified-example"
 
 
 @dataclass
@@ -64,6 +76,9 @@ class GenerationResult:
     adapter_version: int | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     prompt_parts: list[str] = field(default_factory=list)
+    sql_source: Literal["model", "example"] = "model"
+    #: The project example whose SQL answered (sql_source == "example").
+    example_id: str | None = None
 
     def preview(self, n: int) -> list[list[Any]]:
         return [list(r) for r in (self.result.rows[:n] if self.result else [])]
@@ -89,6 +104,12 @@ async def generate_answer(
 ) -> GenerationResult:
     config = config or GenerationConfig()
     timings: dict[str, float] = {}
+    if config.template_answers and examples:
+        from_example = await _answer_from_example(
+            databases, question, schema, database_url, examples, config, timings
+        )
+        if from_example is not None:
+            return _finish(from_example, question, timings)
     started = time.perf_counter()
     prompt = build_prompt(
         question,
@@ -186,6 +207,65 @@ async def generate_answer(
     if not out.ok and fallback is not None and out.error_code != ErrorCode.unsafe_sql:
         out.sql, out.result, out.schema_valid = fallback
         out.ok, out.executed, out.error_code, out.error_message = True, True, None, None
+    return _finish(out, question, timings)
+
+
+async def _answer_from_example(
+    databases: CustomerDatabases,
+    question: str,
+    schema: SchemaInfo,
+    database_url: str,
+    examples: list[ContextExample],
+    config: GenerationConfig,
+    timings: dict[str, float],
+) -> GenerationResult | None:
+    """The first adapted project example that passes the static check and returns rows, or None. Only a
+    result with something in it counts: no rows, or one row of zeros and NULLs (a COUNT or SUM over nothing),
+    usually means the swapped value belongs to another column or is not in the data, and the model does
+    better there."""
+    started = time.perf_counter()
+    project = [e for e in examples if e.source == "project"]
+    adapted = adaptations(question, project, schema.dialect, limit=config.template_tries)
+    _add(timings, "template", started)
+    for candidate in adapted:
+        started = time.perf_counter()
+        check = check_sql(candidate.sql, schema)
+        _add(timings, "check", started)
+        if not check.ok:
+            continue
+        sql = check.sql or candidate.sql
+        started = time.perf_counter()
+        try:
+            result = await databases.execute(
+                database_url, sql, timeout_s=config.timeout_s, row_limit=config.row_limit
+            )
+        except (QueryFailed, QueryTimeout):
+            continue
+        finally:
+            _add(timings, "execute", started)
+        if _says_nothing(result):
+            continue
+        return GenerationResult(
+            ok=True,
+            sql=sql,
+            result=result,
+            schema_valid=True,
+            executed=True,
+            attempts=0,
+            model=EXAMPLE_MODEL,
+            sql_source="example",
+            example_id=candidate.example_id,
+        )
+    return None
+
+
+def _says_nothing(result: QueryResult) -> bool:
+    if not result.rows:
+        return True
+    return len(result.rows) == 1 and all(value is None or value == 0 for value in result.rows[0])
+
+
+def _finish(out: GenerationResult, question: str, timings: dict[str, float]) -> GenerationResult:
     if out.ok and out.result is not None:
         started = time.perf_counter()
         rows = [list(r) for r in out.result.rows]
@@ -196,4 +276,4 @@ async def generate_answer(
     return out
 
 
-__all__ = ["DatabaseUnavailable", "GenerationConfig", "GenerationResult", "generate_answer"]
+__all__ = ["EXAMPLE_MODEL", "DatabaseUnavailable", "GenerationConfig", "GenerationResult", "generate_answer"]

@@ -7,6 +7,9 @@
    more likely to show the right shape, so relevance blends question similarity with that support.
 3. Diversification: MMR over skeletons, so k examples don't all demonstrate one shape unless they are
    much more similar than the alternatives.
+4. Templates first: a candidate whose question is this question with other values
+   (``services.common.template_match``) leads the list, so the prompt shows it and generation can answer
+   from it directly.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncpg
 
 from events.internal import ContextExample
 from services.common.schema import SchemaInfo
+from services.common.template_match import adaptations
 from services.retrieval.embedder import Embedder, embed_async
 from services.retrieval.examples import load_usable
 from services.retrieval.index import VectorIndex
@@ -99,6 +103,28 @@ def select_from_candidates(
     return [(r.candidate, r.relevance) for r in chosen]
 
 
+def templates_first(
+    question: str,
+    dialect: str,
+    candidates: Sequence[Candidate],
+    chosen: list[tuple[Candidate, float]],
+    k: int,
+    most: int = 2,
+) -> list[tuple[Candidate, float]]:
+    """``chosen`` with up to ``most`` candidates that are templates of ``question`` moved (or brought in)
+    to the front, still at most ``k``."""
+    adapted = adaptations(question, candidates, dialect, limit=most)
+    if not adapted:
+        return chosen
+    by_id = {c.example_id: c for c in candidates}
+    relevance = {c.example_id: score for c, score in chosen}
+    lead = [
+        (by_id[a.example_id], relevance.get(a.example_id, by_id[a.example_id].similarity)) for a in adapted
+    ]
+    leading = {c.example_id for c, _ in lead}
+    return (lead + [(c, score) for c, score in chosen if c.example_id not in leading])[:k]
+
+
 async def select_examples(
     pool: asyncpg.Pool,
     index: VectorIndex,
@@ -141,6 +167,7 @@ async def select_examples(
         for row, similarity in found
     ]
     chosen = select_from_candidates(pool_candidates, k, diversity=diversity, min_similarity=min_similarity)
+    chosen = templates_first(question, schema.dialect, pool_candidates, chosen, k)
     return [
         ContextExample(
             example_id=c.example_id, source="project", question=c.question, sql=c.sql, score=round(score, 4)
