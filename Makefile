@@ -44,7 +44,7 @@ schemas: install
 
 bench-accuracy: install
 	$(VENV)/bin/querylift bench accuracy --data ../shared/bench/projects --out bench/results/accuracy.json --limit 100 \
-	  --strategies baseline prompt rag fewshot repair lora full --lora-max-steps 40
+	  --strategies baseline prompt rag fewshot repair template lora full --lora-max-steps 40
 
 bench-pipeline: install
 	$(VENV)/bin/querylift bench pipeline --questions 4000 --rate 200 --out bench/results/pipeline.json
