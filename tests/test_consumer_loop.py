@@ -126,11 +126,7 @@ async def test_slow_event_does_not_hold_back_others_and_one_key_keeps_its_order_
         )
         assert stored >= 4
     finally:
-        runner.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(running, 40)
-        await outputs.stop()
-        await bus.stop()
+        await _shut_down(runner, running, outputs, bus)
 
 
 class TwoTopicHandler(BaseHandler):
@@ -275,11 +271,7 @@ async def test_retried_event_runs_and_publishes_once_before_and_after_bookkeepin
         assert handler.runs[label] == 1
         assert published.count(label) == 1
     finally:
-        runner.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(running, 40)
-        await outputs.stop()
-        await bus.stop()
+        await _shut_down(runner, running, outputs, bus)
 
 
 async def _true(value: bool) -> bool:
@@ -293,3 +285,13 @@ async def _end_offset(bootstrap: str, tp: TopicPartition) -> int | None:
         return (await probe.end_offsets([tp])).get(tp)
     finally:
         await probe.stop()
+
+
+async def _shut_down(
+    runner: ConsumerRunner, running: asyncio.Task[None], outputs: AIOKafkaConsumer, bus: Bus
+) -> None:
+    runner.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(running, 40)
+    await outputs.stop()
+    await bus.stop()

@@ -14,7 +14,7 @@ from services.common.customer_db import CustomerDatabases
 from services.common.schema import Column, SchemaInfo, Table
 from services.common.template_match import adapt, adaptations
 from services.generation.llm.scripted import ScriptedLLM
-from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, generate_answer
+from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, GenerationResult, generate_answer
 
 BIGGEST = (
     "SELECT city_name FROM city WHERE population = (SELECT MAX(population) FROM city "
@@ -225,21 +225,28 @@ COUNT_EXAMPLE = ContextExample(
 )
 
 
-async def test_pipeline_answers_from_the_example_without_the_model_scripted_llm(city_db: str) -> None:
-    llm = ScriptedLLM(default="SELECT 'never used'")
+async def _generate(
+    llm: ScriptedLLM, city_db: str, question: str, examples: list[ContextExample], config: GenerationConfig
+) -> GenerationResult:
     databases = CustomerDatabases()
     try:
-        result = await generate_answer(
+        return await generate_answer(
             llm,
             databases,
-            question="What is the biggest city in Arizona",
+            question=question,
             schema=SCHEMA,
             database_url=city_db,
-            examples=[EXAMPLE],
-            config=GenerationConfig(template_answers=True),
+            examples=examples,
+            config=config,
         )
     finally:
         await databases.close()
+
+
+async def test_pipeline_answers_from_the_example_without_the_model_scripted_llm(city_db: str) -> None:
+    llm = ScriptedLLM(default="SELECT 'never used'")
+    config = GenerationConfig(template_answers=True)
+    result = await _generate(llm, city_db, "What is the biggest city in Arizona", [EXAMPLE], config)
     assert not llm.calls
     assert result.ok and result.sql_source == "example" and result.example_id == "ex-1"
     assert result.model == EXAMPLE_MODEL and result.attempts == 0
@@ -260,19 +267,8 @@ async def test_pipeline_asks_the_model_otherwise_scripted_llm(
     city_db: str, question: str, template_answers: bool, why: str
 ) -> None:
     llm = ScriptedLLM(default="SELECT city_name FROM city ORDER BY population LIMIT 1")
-    databases = CustomerDatabases()
-    try:
-        result = await generate_answer(
-            llm,
-            databases,
-            question=question,
-            schema=SCHEMA,
-            database_url=city_db,
-            examples=[EXAMPLE, COUNT_EXAMPLE],
-            config=GenerationConfig(template_answers=template_answers, repair_rounds=0),
-        )
-    finally:
-        await databases.close()
+    config = GenerationConfig(template_answers=template_answers, repair_rounds=0)
+    result = await _generate(llm, city_db, question, [EXAMPLE, COUNT_EXAMPLE], config)
     assert len(llm.calls) == 1, why
     assert result.ok and result.sql_source == "model" and result.example_id is None, why
     assert result.result is not None and result.result.rows == [("topeka",)]
@@ -281,19 +277,7 @@ async def test_pipeline_asks_the_model_otherwise_scripted_llm(
 async def test_library_examples_are_never_templates_scripted_llm(city_db: str) -> None:
     """Library examples come from other schemas: only the project's own verified examples adapt."""
     llm = ScriptedLLM(default="SELECT city_name FROM city ORDER BY population LIMIT 1")
-    databases = CustomerDatabases()
     library = EXAMPLE.model_copy(update={"source": "library"})
-    try:
-        result = await generate_answer(
-            llm,
-            databases,
-            question="what is the biggest city in arizona",
-            schema=SCHEMA,
-            database_url=city_db,
-            fewshot=[library],
-            examples=[library],
-            config=GenerationConfig(template_answers=True, repair_rounds=0),
-        )
-    finally:
-        await databases.close()
+    config = GenerationConfig(template_answers=True, repair_rounds=0)
+    result = await _generate(llm, city_db, "what is the biggest city in arizona", [library], config)
     assert len(llm.calls) == 1 and result.sql_source == "model"
