@@ -108,7 +108,9 @@ def _span(text: str, words: Sequence[_Word]) -> str:
     return text[words[0].start : words[-1].end]
 
 
-def adapt(question: str, example_question: str, example_sql: str, dialect: str) -> Adaptation | None:
+def adapt(
+    question: str, example_question: str, example_sql: str, dialect: str, *, example_id: str = ""
+) -> Adaptation | None:
     """The example's SQL rewritten for ``question``, or None when the two questions differ in more than
     the values the SQL names (or the SQL does not tokenize)."""
     ours, theirs = _words(question), _words(example_question)
@@ -184,7 +186,7 @@ def adapt(question: str, example_question: str, example_sql: str, dialect: str) 
         cursor = literal.end
     pieces.append(example_sql[cursor:])
     return Adaptation(
-        example_id="",
+        example_id=example_id,
         sql="".join(pieces),
         shared_words=shared,
         substitutions=tuple((old, new) for old, new in swaps.values()),
@@ -198,9 +200,8 @@ def adaptations(
     fewest values swapped, then the examples' own order)."""
     found: list[tuple[int, int, int, Adaptation]] = []
     for order, example in enumerate(examples):
-        adapted = adapt(question, example.question, example.sql, dialect)
+        adapted = adapt(question, example.question, example.sql, dialect, example_id=example.example_id)
         if adapted is not None:
-            adapted = Adaptation(example.example_id, adapted.sql, adapted.shared_words, adapted.substitutions)
             found.append((-adapted.shared_words, len(adapted.substitutions), order, adapted))
     found.sort(key=lambda item: item[:3])
     chosen: list[Adaptation] = []

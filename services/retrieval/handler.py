@@ -53,7 +53,7 @@ class RetrievalHandler(BaseHandler):
     async def prepare_batch(self, events: Sequence[Event]) -> None:
         """Embeds every text the poll's questions will need in one model pass (the stage's main cost); the
         embedder's cache then answers the handlers without running the model."""
-        if getattr(self.embedder, "cache_size", 0) <= 0:
+        if self.embedder.cache_size <= 0:
             return  # no cache would keep the vectors: the handlers would embed every text again
         texts: list[str] = []
         for event in events:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,23 +30,16 @@ class VectorIndex(Protocol):
         ...
 
 
-_LITERALS: dict[bytes, str] = {}
-_LITERALS_MAX = 4096
-
-
 def vector_literal(vector: np.ndarray | Sequence[float]) -> str:
     """pgvector's text form ``[x,y,...]``, so no client-side codec is needed."""
-    array = np.asarray(vector, dtype=np.float32).ravel()
-    raw = array.tobytes()
-    # Repeated questions search with the same vector; formatting 384 floats is the costly part.
-    literal = _LITERALS.get(raw)
-    if literal is None:
-        # tolist() yields Python floats in one C call; formatting each numpy scalar was a visible cost.
-        literal = "[" + ",".join(map(repr, array.tolist())) + "]"
-        if len(_LITERALS) >= _LITERALS_MAX:
-            _LITERALS.clear()
-        _LITERALS[raw] = literal
-    return literal
+    return _literal_of(np.asarray(vector, dtype=np.float32).ravel().tobytes())
+
+
+@lru_cache(maxsize=4096)
+def _literal_of(raw: bytes) -> str:
+    # Repeated questions search with the same vector; formatting 384 floats is the costly part. tolist()
+    # yields Python floats in one C call; formatting each numpy scalar was a visible cost.
+    return "[" + ",".join(map(repr, np.frombuffer(raw, dtype=np.float32).tolist())) + "]"
 
 
 def parse_vector(text: str) -> np.ndarray:
