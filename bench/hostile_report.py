@@ -25,8 +25,8 @@ from typing import Any
 import aiomysql
 import asyncpg
 
-from services.common.customer_db import CustomerDatabases, DatabaseUnavailable, discover_schema
 from services.common.schema import SchemaInfo
+from services.core.customer_db import CustomerDatabases, DatabaseUnavailable, discover_schema
 from services.generation.llm.base import LLM
 from services.generation.llm.scripted import ScriptedLLM
 from services.generation.pipeline import GenerationConfig, generate_answer
@@ -71,8 +71,14 @@ class Outcome:
     model: str
 
 
-def load_corpus(path: Path = CORPUS) -> list[dict[str, str]]:
+def load_corpus(path: Path = CORPUS) -> list[dict[str, Any]]:
+    """Items: id, category, question, sql; optional ``dialects`` (the item only means something there) and
+    ``must``: "refuse" (the check refuses it as unsafe) or "not_run" (nothing of it reaches the database)."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def applies(item: dict[str, Any], dialect: str) -> bool:
+    return dialect in item.get("dialects", DIALECTS)
 
 
 # --- customer databases -------------------------------------------------------------------------------------
@@ -111,6 +117,7 @@ async def _create_postgres() -> None:
             "DROP SCHEMA IF EXISTS other_project CASCADE; DROP TABLE IF EXISTS accounts, orders CASCADE;"
             "CREATE TABLE accounts (id integer PRIMARY KEY, name text NOT NULL, balance double precision NOT NULL);"
             "CREATE TABLE orders (id integer PRIMARY KEY, account_id integer, amount double precision, status text);"
+            "CREATE INDEX orders_brin ON orders USING brin (id);"
             "CREATE SCHEMA other_project; CREATE TABLE other_project.secrets (id integer PRIMARY KEY, secret text);"
         )
         await conn.executemany("INSERT INTO accounts VALUES ($1, $2, $3)", _ACCOUNTS)
@@ -213,6 +220,14 @@ async def _pg_fingerprint() -> dict[str, Any]:
         )
         out["extensions"] = [r[0] for r in await conn.fetch("SELECT extname FROM pg_extension ORDER BY 1")]
         out["large_objects"] = await conn.fetchval("SELECT count(*) FROM pg_largeobject_metadata")
+        # State a read-only transaction does not protect: statistics resets, index summaries, locks.
+        out["stats_reset"] = str(
+            await conn.fetchval("SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()")
+        )
+        out["brin_pages"] = await conn.fetchval("SELECT relpages FROM pg_class WHERE relname = 'orders_brin'")
+        out["advisory_locks"] = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        )
     finally:
         await conn.close()
     other = await asyncpg.connect(PG_URL.replace("ql_hostile", "ql_hostile_other"))
@@ -248,6 +263,8 @@ async def _mysql_fingerprint() -> dict[str, Any]:
             out["pwned_dbs"] = (await cur.fetchone())[0]
             await cur.execute("SELECT @@global.max_connections, @@global.read_only")
             out["globals"] = tuple(await cur.fetchone())
+            await cur.execute("SELECT IS_USED_LOCK('ql_pwned')")
+            out["named_lock"] = (await cur.fetchone())[0]
     finally:
         conn.close()
     return out
@@ -264,7 +281,7 @@ async def fingerprint(target: Target) -> dict[str, Any]:
 # --- running the corpus ---------------------------------------------------------------------------------------
 
 
-def hostile_sql(item: dict[str, str], target: Target) -> str:
+def hostile_sql(item: dict[str, Any], target: Target) -> str:
     return item["sql"].replace("{other_sqlite}", target.other if target.dialect == "sqlite" else "/tmp/x.db")
 
 
@@ -273,7 +290,7 @@ def _contains_secret(value: Any) -> bool:
 
 
 async def run_item(
-    item: dict[str, str],
+    item: dict[str, Any],
     target: Target,
     databases: CustomerDatabases,
     llm: LLM | None = None,
@@ -314,7 +331,7 @@ async def run_item(
 
 
 async def run_corpus(
-    items: list[dict[str, str]], targets: dict[str, Target], llm: LLM | None = None
+    items: list[dict[str, Any]], targets: dict[str, Target], llm: LLM | None = None
 ) -> tuple[list[Outcome], dict[str, tuple[dict[str, Any], dict[str, Any]]]]:
     """Every item on every target; returns the outcomes and (before, after) fingerprints per dialect."""
     databases = CustomerDatabases()
@@ -324,7 +341,8 @@ async def run_corpus(
         for dialect, target in targets.items():
             before = await fingerprint(target)
             for item in items:
-                outcomes.append(await run_item(item, target, databases, llm))
+                if applies(item, dialect):
+                    outcomes.append(await run_item(item, target, databases, llm))
             prints[dialect] = (before, await fingerprint(target))
     finally:
         await databases.close()

@@ -9,6 +9,7 @@ import asyncpg
 
 from services.common.consumer import BaseHandler
 from services.common.settings import Settings
+from services.core.customer_db import CustomerDatabases
 
 SERVICES = ("query", "retrieval", "generation", "feedback", "training")
 
@@ -22,6 +23,13 @@ class Overrides:
     index: Any = None
     trainer: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_databases(settings: Settings) -> CustomerDatabases:
+    """Customer databases with the configured size limits."""
+    return CustomerDatabases(
+        max_value_bytes=settings.sql_max_value_bytes, max_result_bytes=settings.sql_max_result_bytes
+    )
 
 
 def build_index(settings: Settings, pool: asyncpg.Pool) -> Any:
@@ -90,18 +98,16 @@ async def build_handler(
             fewshot_k=settings.fewshot_top_k,
         )
     if name == "generation":
-        from services.common.customer_db import CustomerDatabases
         from services.generation.handler import GenerationHandler
 
         return GenerationHandler(
             pool,
             o.llm or build_llm(settings),
-            CustomerDatabases(),
+            build_databases(settings),
             generation_config(settings),
             project_cache_s=settings.project_cache_s,
         )
     if name == "feedback":
-        from services.common.customer_db import CustomerDatabases
         from services.feedback.handler import FeedbackHandler
         from services.feedback.learn import Learner
         from services.retrieval.embedder import get_embedder
@@ -110,7 +116,7 @@ async def build_handler(
             pool,
             o.index or build_index(settings, pool),
             o.embedder or get_embedder(settings.embedding_model, cache_size=settings.embedding_cache_size),
-            CustomerDatabases(),
+            build_databases(settings),
             sql_timeout_s=settings.sql_timeout_s,
         )
         return FeedbackHandler(pool, learner, training_threshold=settings.training_threshold)

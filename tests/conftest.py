@@ -72,3 +72,43 @@ async def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.1
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(interval_s)
+
+
+# --- customer databases ------------------------------------------------------------------------------------
+#: Where tests find customer servers: the machine's own PostgreSQL and MariaDB/MySQL when they run, else the
+#: embedded PostgreSQL the suite starts anyway (MariaDB tests are then skipped, saying what to install).
+LOCAL_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_MYSQL = ("127.0.0.1", 3306, "root")
+
+
+@pytest.fixture(scope="session")
+async def customer_pg_admin(pg_dsn: str) -> str:
+    """An administrator DSN of a PostgreSQL server that may hold customer test databases."""
+    try:
+        conn = await asyncpg.connect(LOCAL_PG_ADMIN, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return pg_dsn
+    await conn.close()
+    return LOCAL_PG_ADMIN
+
+
+@pytest.fixture(scope="session")
+async def customer_mysql() -> tuple[str, int, str]:
+    """Host, port and administrator of a MariaDB/MySQL server for customer test databases, or a skip."""
+    import aiomysql
+
+    host, port, user = LOCAL_MYSQL
+    try:
+        conn = await asyncio.wait_for(aiomysql.connect(host=host, port=port, user=user, password=""), 5)
+    except (OSError, TimeoutError, aiomysql.Error):
+        pytest.skip(f"no MariaDB/MySQL at {host}:{port} (user {user}, no password): install mariadb-server")
+    conn.close()
+    return LOCAL_MYSQL
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The DSN of another database on the same PostgreSQL server."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))

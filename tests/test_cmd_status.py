@@ -111,7 +111,10 @@ async def test_status_command_prints_a_table_and_fails_when_a_consumer_is_not_he
     args = parser.parse_args(["status", *(f"--metrics-url={u}" for u in endpoints[:1]), "--json"])
     assert await asyncio.to_thread(args.func, args) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data[0]["consumer"] == "generation" and data[0]["sql_success_rate"] == pytest.approx(0.75)
+    consumers = data["consumers"]
+    assert consumers[0]["consumer"] == "generation" and consumers[0]["sql_success_rate"] == pytest.approx(
+        0.75
+    )
 
     rows = await asyncio.to_thread(cmd_status.collect, endpoints, 2.0)
     console = Console(record=True, width=200)

@@ -1,7 +1,8 @@
 """The customer-database layer against real engines: SQLite files, PostgreSQL 15 and MariaDB on localhost.
 
-Each server test creates its own database ``ql_test_custdb`` and drops it afterwards. Writes passed straight to
-``execute`` (bypassing the static check) must be refused by the engine, proving the read-only layer on its own.
+Each server test creates its own database ``ql_test_custdb`` and drops it afterwards. Ordinary queries go through
+the guarded path (``check_and_run``). Writes passed straight to an engine (``raw``, bypassing the static check,
+as only these tests do) must be refused by the engine, proving the read-only layer on its own.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import aiomysql
 import asyncpg
 import pytest
 
-from services.common.customer_db import (
+from services.common.schema import SchemaInfo
+from services.core.customer_db import (
     BadDatabaseURL,
     CustomerDatabases,
     DatabaseUnavailable,
     QueryFailed,
+    QueryResult,
     QueryTimeout,
     dialect_of,
     discover_schema,
@@ -30,7 +33,6 @@ from services.common.customer_db import (
     readonly_role_sql,
     redact,
 )
-from services.common.schema import SchemaInfo
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/ql_test_custdb"
@@ -126,6 +128,21 @@ async def mysql_url() -> AsyncIterator[str]:
     admin.close()
 
 
+async def raw(dbs: CustomerDatabases, url: str, sql: str, *, timeout_s: float, row_limit: int) -> QueryResult:
+    """Run a statement on the engine directly, without the check: the layer's own defences, tested alone."""
+    engine = dbs._engines[dialect_of(url)]
+    return await engine.run_unchecked(url, sql, dbs.limits(timeout_s=timeout_s, row_limit=row_limit), None)
+
+
+async def guarded(
+    dbs: CustomerDatabases, url: str, sql: str, *, timeout_s: float, row_limit: int
+) -> QueryResult:
+    """The product's path: check against the discovered schema, then run what was approved."""
+    schema = await discover_schema(url)
+    _, result = await dbs.check_and_run(url, sql, schema, timeout_s=timeout_s, row_limit=row_limit)
+    return result
+
+
 @pytest.fixture
 async def dbs() -> AsyncIterator[CustomerDatabases]:
     databases = CustomerDatabases(max_connections=2, connect_timeout_s=5)
@@ -170,7 +187,7 @@ def test_bad_urls(url: str) -> None:
 
 async def test_bad_url_in_execute_and_discover(dbs: CustomerDatabases) -> None:
     with pytest.raises(BadDatabaseURL):
-        await dbs.execute("redis://localhost", "SELECT 1", timeout_s=1, row_limit=1)
+        await raw(dbs, "redis://localhost", "SELECT 1", timeout_s=1, row_limit=1)
     with pytest.raises(BadDatabaseURL):
         await discover_schema("ftp://x/y")
 
@@ -262,7 +279,8 @@ async def test_discover_not_a_database(tmp_path: Path) -> None:
 
 
 async def test_execute_returns_rows(dbs: CustomerDatabases, any_url: str) -> None:
-    result = await dbs.execute(
+    result = await guarded(
+        dbs,
         any_url,
         "SELECT c.name, c.gdp, c.founded, k.continent FROM city c JOIN country k ON k.id = c.country_id "
         "WHERE c.population > 1000000 ORDER BY c.population DESC",
@@ -280,19 +298,19 @@ async def test_execute_returns_rows(dbs: CustomerDatabases, any_url: str) -> Non
 
 
 async def test_execute_bytes_become_hex(dbs: CustomerDatabases, any_url: str) -> None:
-    result = await dbs.execute(any_url, "SELECT photo FROM city WHERE id = 1", timeout_s=5, row_limit=5)
+    result = await guarded(dbs, any_url, "SELECT photo FROM city WHERE id = 1", timeout_s=5, row_limit=5)
     assert result.rows == [("deadbeef",)]
 
 
 async def test_row_limit_truncates(dbs: CustomerDatabases, any_url: str) -> None:
-    result = await dbs.execute(any_url, "SELECT n FROM numbers ORDER BY n", timeout_s=5, row_limit=10)
+    result = await guarded(dbs, any_url, "SELECT n FROM numbers ORDER BY n", timeout_s=5, row_limit=10)
     assert result.truncated and [r[0] for r in result.rows] == list(range(1, 11))
-    exact = await dbs.execute(
-        any_url, "SELECT n FROM numbers WHERE n <= 10 ORDER BY n", timeout_s=5, row_limit=10
+    exact = await guarded(
+        dbs, any_url, "SELECT n FROM numbers WHERE n <= 10 ORDER BY n", timeout_s=5, row_limit=10
     )
     assert not exact.truncated and len(exact.rows) == 10
     # The pool stays usable after a truncated (abandoned) result.
-    again = await dbs.execute(any_url, "SELECT COUNT(*) FROM numbers", timeout_s=5, row_limit=10)
+    again = await guarded(dbs, any_url, "SELECT COUNT(*) FROM numbers", timeout_s=5, row_limit=10)
     assert again.rows == [(250,)]
 
 
@@ -307,9 +325,9 @@ async def test_timeout_fires(dbs: CustomerDatabases, any_url: str) -> None:
     dialect = dialect_of(any_url)
     started = time.monotonic()
     with pytest.raises(QueryTimeout):
-        await dbs.execute(any_url, SLOW_QUERIES[dialect], timeout_s=1, row_limit=10)
+        await raw(dbs, any_url, SLOW_QUERIES[dialect], timeout_s=1, row_limit=10)
     assert time.monotonic() - started < 8
-    result = await dbs.execute(any_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=10)
+    result = await raw(dbs, any_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=10)
     assert result.rows == [(3,)]
 
 
@@ -325,43 +343,45 @@ WRITES = [
 @pytest.mark.parametrize("statement", WRITES)
 async def test_writes_are_refused_by_the_engine(dbs: CustomerDatabases, any_url: str, statement: str) -> None:
     with pytest.raises(QueryFailed) as info:
-        await dbs.execute(any_url, statement, timeout_s=5, row_limit=10)
+        await raw(dbs, any_url, statement, timeout_s=5, row_limit=10)
     message = str(info.value).lower()
     assert any(w in message for w in ("read-only", "read only", "readonly", "not authorized")), message
-    after = await dbs.execute(any_url, "SELECT id, name FROM country ORDER BY id", timeout_s=5, row_limit=10)
+    after = await raw(dbs, any_url, "SELECT id, name FROM country ORDER BY id", timeout_s=5, row_limit=10)
     assert after.rows == [(1, "France"), (2, "Japan"), (3, "Kenya")]
 
 
 async def test_multiple_statements_are_refused(dbs: CustomerDatabases, any_url: str) -> None:
     with pytest.raises(QueryFailed):
-        await dbs.execute(any_url, "SELECT 1; DELETE FROM country", timeout_s=5, row_limit=10)
-    after = await dbs.execute(any_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=10)
+        await raw(dbs, any_url, "SELECT 1; DELETE FROM country", timeout_s=5, row_limit=10)
+    after = await raw(dbs, any_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=10)
     assert after.rows == [(3,)]
 
 
 async def test_engine_errors_are_query_failed(dbs: CustomerDatabases, any_url: str) -> None:
     with pytest.raises(QueryFailed) as info:
-        await dbs.execute(any_url, "SELECT pop FROM city", timeout_s=5, row_limit=10)
+        await raw(dbs, any_url, "SELECT pop FROM city", timeout_s=5, row_limit=10)
     assert "pop" in str(info.value)
     # and the connection is still fine afterwards
-    assert (await dbs.execute(any_url, "SELECT 1", timeout_s=5, row_limit=1)).rows == [(1,)]
+    assert (await raw(dbs, any_url, "SELECT 1", timeout_s=5, row_limit=1)).rows == [(1,)]
 
 
 async def test_sqlite_cannot_attach_or_load(dbs: CustomerDatabases, sqlite_url: str, tmp_path: Path) -> None:
     target = tmp_path / "other.db"
     with pytest.raises(QueryFailed):
-        await dbs.execute(sqlite_url, f"ATTACH DATABASE '{target}' AS other", timeout_s=5, row_limit=1)
+        await raw(dbs, sqlite_url, f"ATTACH DATABASE '{target}' AS other", timeout_s=5, row_limit=1)
     assert not target.exists()
     with pytest.raises(QueryFailed):
-        await dbs.execute(sqlite_url, "SELECT load_extension('/tmp/nothing.so')", timeout_s=5, row_limit=1)
+        await raw(dbs, sqlite_url, "SELECT load_extension('/tmp/nothing.so')", timeout_s=5, row_limit=1)
 
 
 async def test_postgres_session_cannot_be_made_writable(dbs: CustomerDatabases, pg_url: str) -> None:
     # Even a statement that tries to lift the read-only mode leaves the next query read-only.
     with pytest.raises(QueryFailed, match="read-write"):
-        await dbs.execute(pg_url, "SET transaction_read_only = off", timeout_s=5, row_limit=1)
-    with pytest.raises(QueryFailed, match="read-only"):
-        await dbs.execute(
+        await raw(dbs, pg_url, "SET transaction_read_only = off", timeout_s=5, row_limit=1)
+    # (Refused as read-only, or, since its result is text, as a data-modifying WITH inside the size guard.)
+    with pytest.raises(QueryFailed, match=r"read-only|data-modifying"):
+        await raw(
+            dbs,
             pg_url,
             "WITH s AS (SELECT set_config('transaction_read_only', 'off', true)), "
             "d AS (DELETE FROM country RETURNING id) SELECT * FROM s, d",
@@ -369,17 +389,17 @@ async def test_postgres_session_cannot_be_made_writable(dbs: CustomerDatabases, 
             row_limit=1,
         )
     # Allowed, but rolled back with the transaction (and RESET when the connection goes back to the pool).
-    await dbs.execute(pg_url, "SET SESSION default_transaction_read_only = off", timeout_s=5, row_limit=1)
+    await raw(dbs, pg_url, "SET SESSION default_transaction_read_only = off", timeout_s=5, row_limit=1)
     with pytest.raises(QueryFailed, match="read-only"):
-        await dbs.execute(pg_url, "DELETE FROM country", timeout_s=5, row_limit=1)
-    after = await dbs.execute(pg_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)
+        await raw(dbs, pg_url, "DELETE FROM country", timeout_s=5, row_limit=1)
+    after = await raw(dbs, pg_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)
     assert after.rows == [(3,)]
 
 
 async def test_concurrent_queries_share_the_pool(dbs: CustomerDatabases, any_url: str) -> None:
     results = await asyncio.gather(
         *(
-            dbs.execute(any_url, f"SELECT n FROM numbers WHERE n = {i}", timeout_s=5, row_limit=5)
+            guarded(dbs, any_url, f"SELECT n FROM numbers WHERE n = {i}", timeout_s=5, row_limit=5)
             for i in range(1, 9)
         )
     )
@@ -398,7 +418,7 @@ async def test_concurrent_queries_share_the_pool(dbs: CustomerDatabases, any_url
 )
 async def test_unreachable_server(dbs: CustomerDatabases, url: str) -> None:
     with pytest.raises(DatabaseUnavailable) as info:
-        await dbs.execute(url, "SELECT 1", timeout_s=2, row_limit=1)
+        await raw(dbs, url, "SELECT 1", timeout_s=2, row_limit=1)
     assert info.value.retryable
     assert "topsecret" not in str(info.value) and "127.0.0.1:1" in str(info.value)
     with pytest.raises(DatabaseUnavailable):
@@ -411,8 +431,8 @@ async def test_missing_database_and_bad_credentials(
     dbs: CustomerDatabases, pg_url: str, mysql_url: str
 ) -> None:
     with pytest.raises(DatabaseUnavailable, match="does not exist"):
-        await dbs.execute(
-            "postgresql://postgres@127.0.0.1:5432/ql_no_such_db", "SELECT 1", timeout_s=2, row_limit=1
+        await raw(
+            dbs, "postgresql://postgres@127.0.0.1:5432/ql_no_such_db", "SELECT 1", timeout_s=2, row_limit=1
         )
     with pytest.raises(DatabaseUnavailable, match="does not exist"):
         await discover_schema("mysql://root@127.0.0.1:3306/ql_no_such_db")
@@ -431,14 +451,14 @@ async def test_url_spellings(dbs: CustomerDatabases, pg_url: str, mysql_url: str
         pg_url.replace("postgresql://", "postgres://"),
         pg_url.replace("postgresql://", "postgresql+asyncpg://"),
     ):
-        assert (await dbs.execute(url, "SELECT COUNT(*) FROM city", timeout_s=5, row_limit=1)).rows == [(5,)]
+        assert (await guarded(dbs, url, "SELECT COUNT(*) FROM city", timeout_s=5, row_limit=1)).rows == [(5,)]
     url = mysql_url.replace("mysql://", "mariadb://")
-    assert (await dbs.execute(url, "SELECT COUNT(*) FROM city", timeout_s=5, row_limit=1)).rows == [(5,)]
+    assert (await guarded(dbs, url, "SELECT COUNT(*) FROM city", timeout_s=5, row_limit=1)).rows == [(5,)]
 
 
 async def test_missing_sqlite_file_is_unavailable(dbs: CustomerDatabases, tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable):
-        await dbs.execute(f"sqlite:///{tmp_path}/missing.sqlite", "SELECT 1", timeout_s=1, row_limit=1)
+        await raw(dbs, f"sqlite:///{tmp_path}/missing.sqlite", "SELECT 1", timeout_s=1, row_limit=1)
     assert not (tmp_path / "missing.sqlite").exists()  # read-only open never creates the file
 
 
@@ -516,9 +536,9 @@ def test_json_value() -> None:
 
 def test_sqlite_connection_is_read_only_without_the_authorizer(sqlite_url: str) -> None:
     # execute() adds an authorizer on top; the connection underneath must refuse writes on its own.
-    from services.common.customer_db import _sqlite_connect
+    from services.core.customer_db.sqlite_statement import connect
 
-    conn = _sqlite_connect(sqlite_url, 5)
+    conn = connect(sqlite_url, 5)
     try:
         for statement in ("DELETE FROM country", "DROP TABLE country", "PRAGMA query_only = OFF"):
             try:
@@ -534,35 +554,28 @@ def test_sqlite_connection_is_read_only_without_the_authorizer(sqlite_url: str) 
     check.close()
 
 
-async def test_sqlite_query_longer_than_the_inline_budget_finishes_in_a_thread(
+async def test_sqlite_statements_run_in_a_worker_process_that_is_replaced_after_a_kill(
     dbs: CustomerDatabases, sqlite_url: str
 ) -> None:
-    """Short queries run on the event loop; one that outlasts the budget is run again off the loop, and its
-    answer is the same as with no budget at all."""
-    counting = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 400000) SELECT COUNT(*) FROM r"
+    """A statement whose single VM step outlasts its timeout (quadratic instr of large values) cannot be
+    interrupted: its worker process is killed at the deadline and the next statement gets a new one."""
+    quadratic = "SELECT instr(printf('%.*c', 1000000, 'a'), printf('%.*c', 300000, 'a') || 'b')"
     started = time.monotonic()
-    result = await dbs.execute(sqlite_url, counting, timeout_s=20, row_limit=10)
-    assert result.rows == [(400000,)]
-    assert time.monotonic() - started > dbs.inline_budget_s  # it really did outlast the budget
-    never_inline = CustomerDatabases(inline_budget_s=0)
-    try:
-        assert (
-            await never_inline.execute(sqlite_url, counting, timeout_s=20, row_limit=10)
-        ).rows == result.rows
-    finally:
-        await never_inline.close()
+    with pytest.raises(QueryTimeout):
+        await raw(dbs, sqlite_url, quadratic, timeout_s=0.5, row_limit=1)
+    assert time.monotonic() - started < 0.5 * 1.1 + 0.2  # the kill, plus starting nothing new
+    result = await raw(dbs, sqlite_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)
+    assert result.rows == [(3,)]
 
 
-async def test_sqlite_reader_waits_for_a_writer_beyond_the_inline_budget(
-    dbs: CustomerDatabases, sqlite_url: str
-) -> None:
+async def test_sqlite_reader_waits_for_a_writer(dbs: CustomerDatabases, sqlite_url: str) -> None:
     path = sqlite_url.split("///", 1)[1]
-    await dbs.execute(sqlite_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)  # pooled now
+    await raw(dbs, sqlite_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)  # pooled now
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("BEGIN EXCLUSIVE")
     release = asyncio.get_running_loop().call_later(0.3, writer.execute, "COMMIT")
     try:
-        result = await dbs.execute(sqlite_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)
+        result = await raw(dbs, sqlite_url, "SELECT COUNT(*) FROM country", timeout_s=5, row_limit=1)
     finally:
         release.cancel()
         if writer.in_transaction:

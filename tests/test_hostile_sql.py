@@ -15,6 +15,7 @@ from bench.hostile_report import (
     SECRET,
     Outcome,
     Target,
+    applies,
     fingerprint,
     load_corpus,
     prepare_targets,
@@ -22,17 +23,18 @@ from bench.hostile_report import (
     run_item,
     summarize,
 )
-from services.common.customer_db import CustomerDatabases
 from services.common.settings import Settings
+from services.core.customer_db import CustomerDatabases
 from services.generation.pipeline import GenerationConfig
 from services.generation.prompt import PromptOptions
 
 PROJECT_TABLES = {"accounts", "orders"}
 #: Categories whose every statement must be stopped before it runs (the first read-only statement of a
 #: stacked pair may run: the extractor keeps exactly one statement, so the rest never reaches the database).
-NEVER_RUN = {"write", "ddl", "other_project"}
+NEVER_RUN = {"write", "ddl", "other_project", "schema_scope"}
 _WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Create, exp.Alter, exp.Command, exp.Merge)
 _GLOT = {"sqlite": "sqlite", "postgres": "postgres", "mysql": "mysql"}
+DIALECTS = ("sqlite", "postgres", "mysql")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,16 @@ def test_corpus_is_large_and_covers_every_category() -> None:
         "exfiltration_functions",
         "stacked_statements",
         "comments_encodings",
+        "regeneration_smuggling",
+        "server_functions",
+        "stateful_functions",
+        "information_leaks",
+        "schema_scope",
     }
+    # Each guard class is exercised on all three dialects.
+    for category in ("regeneration_smuggling", "server_functions", "stateful_functions", "information_leaks"):
+        dialects = {d for i in items if i["category"] == category for d in i.get("dialects", DIALECTS)}
+        assert dialects == set(DIALECTS), (category, dialects)
     assert all(i["question"].strip() and i["sql"].strip() for i in items)
 
 
@@ -75,15 +86,18 @@ async def test_hostile_sql_never_writes_or_leaves_the_project_scripted_llm(
 ) -> None:
     items = load_corpus()
     outcomes, prints = await run_corpus(items, targets)
-    assert len(outcomes) == len(items) * 3
+    assert len(outcomes) == sum(applies(i, d) for i in items for d in DIALECTS)
+    must = {i["id"]: i.get("must") for i in items}
     # Every database is byte-for-byte (or checksum-for-checksum) what it was, the other project included.
     for dialect, (before, after) in prints.items():
         assert before == after, dialect
     for outcome in outcomes:
         assert outcome.outcome != "unavailable", outcome
         assert not outcome.leaked_secret, outcome
-        if outcome.category in NEVER_RUN:
+        if outcome.category in NEVER_RUN or must[outcome.id] in ("refuse", "not_run"):
             assert not outcome.executed, outcome
+        if must[outcome.id] == "refuse":
+            assert outcome.outcome == "refused", outcome
         if outcome.executed:
             _assert_harmless(outcome)
     summary = summarize(outcomes, prints)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
-from services.common.customer_db import CustomerDatabases
+from services.common.schema import Column, SchemaInfo, Table
+from services.core.customer_db import CustomerDatabases
 from services.query.projects import ProjectCache, admit_question
 from services.query.register import register_project
 from tests.conftest import unique
@@ -123,24 +124,25 @@ async def test_pooled_sqlite_connections_follow_a_replaced_database_file(tmp_pat
         conn.close()
 
     build("first")
-    dbs = CustomerDatabases()
+    dbs = CustomerDatabases(sqlite_workers=1)  # one worker: its idle connection is the one reused
     url = f"sqlite:///{path}"
+    schema = SchemaInfo("sqlite", [Table("t", [Column("v", "TEXT")])])
+
+    async def run(sql: str) -> list[tuple[object, ...]]:
+        _, result = await dbs.check_and_run(url, sql, schema, timeout_s=5, row_limit=10)
+        return result.rows
+
     try:
-        assert (await dbs.execute(url, "SELECT v FROM t", timeout_s=5, row_limit=10)).rows == [("first",)]
-        assert (await dbs.execute(url, "SELECT v FROM t", timeout_s=5, row_limit=10)).rows == [
-            ("first",)
-        ]  # from the idle pool
+        assert await run("SELECT v FROM t") == [("first",)]
+        assert await run("SELECT v FROM t") == [("first",)]  # from the idle pool
         path.rename(tmp_path / "old.sqlite")
         build("second")
-        assert (await dbs.execute(url, "SELECT v FROM t", timeout_s=5, row_limit=10)).rows == [("second",)]
+        assert await run("SELECT v FROM t") == [("second",)]
         # A pooled connection holds no lock: the customer can still write to the file.
         writer = sqlite3.connect(path, timeout=0.5)
         writer.execute("INSERT INTO t VALUES ('third')")
         writer.commit()
         writer.close()
-        assert sorted((await dbs.execute(url, "SELECT v FROM t", timeout_s=5, row_limit=10)).rows) == [
-            ("second",),
-            ("third",),
-        ]
+        assert sorted(await run("SELECT v FROM t")) == [("second",), ("third",)]
     finally:
         await dbs.close()

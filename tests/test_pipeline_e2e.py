@@ -15,6 +15,7 @@ import pytest
 
 from events import ChatAnswer, ChatError, ChatFeedback, ChatQuestion, ErrorCode
 from services.client import QueryliftClient
+from services.common.consumer import MAX_EVENT_BYTES
 from services.common.settings import Settings
 from services.generation.llm.scripted import ScriptedLLM
 from services.query.register import register_project
@@ -122,6 +123,29 @@ async def test_malformed_events_are_dead_lettered_and_next_is_answered_scripted_
     error = await wait_until(lambda: _outcome(client, uuid.UUID(missing["event_id"])))
     assert isinstance(error, ChatError) and error.code == ErrorCode.invalid_event
     assert "conversation_id" in error.message
+
+
+async def test_oversized_question_is_dead_lettered_and_the_asker_told_scripted_llm(
+    stack, pool: asyncpg.Pool
+) -> None:
+    client, project, _ = stack
+    event = json.loads(
+        ChatQuestion(
+            project_id=project, conversation_id="big", user_id="u", question="how many orders"
+        ).model_dump_json()
+    )
+    event["padding"] = "x" * (MAX_EVENT_BYTES + 10)
+    await client.bus.publish_raw(ChatQuestion.topic, json.dumps(event).encode(), key=project.encode())
+    error = await wait_until(lambda: _outcome(client, uuid.UUID(event["event_id"])), timeout_s=60)
+    assert isinstance(error, ChatError) and error.code == ErrorCode.invalid_event
+    assert "exceeds" in error.message and error.conversation_id == "big"
+    letter = await wait_until(
+        lambda: pool.fetchrow(
+            "SELECT reason FROM dead_letters WHERE consumer = 'query' AND left(payload_text, 200) LIKE $1",
+            f"%{event['event_id']}%",
+        )
+    )
+    assert letter["reason"] == "invalid"
 
 
 async def _outcome(client: QueryliftClient, qid: uuid.UUID):  # type: ignore[no-untyped-def]

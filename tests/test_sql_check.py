@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.schema import Column, ForeignKey, SchemaInfo, Table
-from services.generation.sql_check import check_sql, extract_sql, referenced_names
+from services.core.sql import check_sql, extract_sql, referenced_names
 
 
 def make_schema(dialect: str) -> SchemaInfo:
@@ -42,6 +42,7 @@ def make_schema(dialect: str) -> SchemaInfo:
                 ],
             ),
         ],
+        namespace={"postgres": "public", "mysql": "shop"}.get(dialect),
     )
 
 

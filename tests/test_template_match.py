@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from events import ContextExample
-from services.common.customer_db import CustomerDatabases
 from services.common.schema import Column, SchemaInfo, Table
 from services.common.template_match import adapt, adaptations
+from services.core.customer_db import CustomerDatabases
 from services.generation.llm.scripted import ScriptedLLM
 from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, GenerationResult, generate_answer
 

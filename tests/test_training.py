@@ -140,7 +140,7 @@ class SqliteDatabases:
 
 def _databases() -> Any:
     try:
-        from services.common.customer_db import CustomerDatabases
+        from services.core.customer_db import CustomerDatabases
     except ImportError:
         return SqliteDatabases()
     return CustomerDatabases()

@@ -31,10 +31,10 @@ from bench.accuracy.replay import ReplayStats, replay_history, reset_project
 from bench.accuracy.scoring import Outcome, is_correct, summarize
 from bench.accuracy.strategies import Strategy, resolve
 from events import ContextExample
-from services.common.customer_db import CustomerDatabases, QueryFailed, QueryTimeout
 from services.common.db import create_pool, migrate
 from services.common.schema import SchemaInfo
 from services.common.settings import Settings, get_settings
+from services.core.customer_db import CustomerDatabases, QueryFailed, QueryTimeout, SqlRefused
 from services.feedback.learn import Learner
 from services.generation.llm.base import LLM, AdapterRef, ModelUnavailable
 from services.generation.pipeline import generate_answer
@@ -349,10 +349,11 @@ class AccuracyBench:
         skipped: list[str] = []
         for item in test:
             try:
-                result = await self.databases.execute(
-                    project.database_url, item.sql, timeout_s=60.0, row_limit=_GOLD_ROW_LIMIT
+                # Gold SQL runs through the same guarded path as everything else.
+                _, result = await self.databases.check_and_run(
+                    project.database_url, item.sql, schema, timeout_s=60.0, row_limit=_GOLD_ROW_LIMIT
                 )
-            except (QueryFailed, QueryTimeout) as exc:
+            except (SqlRefused, QueryFailed, QueryTimeout) as exc:
                 # The format promises running gold SQL; one that fails says nothing about a strategy.
                 log.warning("gold SQL failed; question left out", extra={"item": item.id, "error": str(exc)})
                 skipped.append(item.id)
@@ -644,7 +645,9 @@ async def run_accuracy(
         server = EmbeddedPostgres(work_dir / "pg" / "data").start()
         dsn = server.dsn
     pool = await create_pool(dsn, max_size=4)
-    databases = CustomerDatabases()
+    from services.wiring import build_databases
+
+    databases = build_databases(settings)
     own_llm = llm is None
     try:
         await migrate(pool)

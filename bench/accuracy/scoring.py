@@ -2,7 +2,7 @@
 
 A prediction is right when its rows equal the gold rows as a multiset, in order only where the gold SQL
 orders its output (``services.generation.exec_match``). Schema validity is the product's static check
-(``services.generation.sql_check``): only existing tables and columns.
+(``services.core.sql``): only existing tables and columns.
 """
 
 from __future__ import annotations

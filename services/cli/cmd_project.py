@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -30,9 +31,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add.add_argument("--description", default=None)
     add.add_argument("--training-threshold", type=int, default=None)
+    add.add_argument(
+        "--allow-privileged-role",
+        action="store_true",
+        help="register even when the database account may do more than read the project's schema",
+    )
     add.set_defaults(func=lambda a: asyncio.run(_add(a)))
     refresh = psub.add_parser("refresh", help="re-read a project's schema (a new version if it changed)")
     refresh.add_argument("name")
+    refresh.add_argument("--allow-privileged-role", action="store_true")
     refresh.set_defaults(func=lambda a: asyncio.run(_refresh(a)))
     lst = psub.add_parser("list", help="list projects")
     lst.set_defaults(func=lambda a: asyncio.run(_list(a)))
@@ -49,7 +56,9 @@ async def _add(args: argparse.Namespace) -> int:
             description=args.description,
             training_threshold=args.training_threshold,
             index=build_index(get_settings(), pool),
+            allow_privileged_role=args.allow_privileged_role,
         )
+        project = await load_project(pool, args.name)
     except ProjectError as exc:
         console.print(f"[red]Could not register {args.name}:[/] {exc}")
         return 2
@@ -58,7 +67,14 @@ async def _add(args: argparse.Namespace) -> int:
     console.print(
         f"[green]✓[/] project [bold]{args.name}[/]: {len(schema.tables)} tables, schema version {version}, domain {domain}"
     )
+    print_role_warnings(args.name, project.role_warnings if project else ())
     return 0
+
+
+def print_role_warnings(name: str, warnings: Sequence[str]) -> None:
+    for line in warnings:
+        colour = "red" if line.startswith("too strong") else "yellow"
+        console.print(f"[{colour}]{name}: database account {line}[/]")
 
 
 async def _refresh(args: argparse.Namespace) -> int:
@@ -68,15 +84,20 @@ async def _refresh(args: argparse.Namespace) -> int:
         if project is None:
             console.print(f"[red]No project {args.name!r}.[/] Register it with `querylift project add`.")
             return 2
+        # An account registered with --allow-privileged-role stays allowed; one that was read-only and has
+        # since gained privileges is refused until registered again with the flag.
+        allowed = args.allow_privileged_role or any(w.startswith("too strong") for w in project.role_warnings)
         schema, version, _ = await register_project(
-            pool, project_id=project.id, database_url=project.database_url
+            pool, project_id=project.id, database_url=project.database_url, allow_privileged_role=allowed
         )
+        project = await load_project(pool, args.name)
     except ProjectError as exc:
         console.print(f"[red]Could not refresh {args.name}:[/] {exc}")
         return 2
     finally:
         await pool.close()
     console.print(f"[green]✓[/] {args.name}: schema version {version} ({len(schema.tables)} tables)")
+    print_role_warnings(args.name, project.role_warnings if project else ())
     return 0
 
 

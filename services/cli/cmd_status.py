@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -152,6 +154,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--timeout", type=float, default=3.0, help="Seconds per request (default 3).")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="System of record to read project warnings from (default: DATABASE_URL, or the embedded "
+        "PostgreSQL when `querylift up` runs it).",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -162,8 +170,55 @@ def _run(args: argparse.Namespace) -> int:
 
         urls = default_urls(get_settings().metrics_port or 9400)
     rows = collect(urls, args.timeout)
+    warnings = asyncio.run(project_warnings(args.database_url, args.timeout))
     if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
+        print(json.dumps({"consumers": [asdict(r) for r in rows], "project_warnings": warnings}, indent=2))
     else:
-        render(rows, Console())
+        console = Console()
+        render(rows, console)
+        for project, lines in warnings.items():
+            for line in lines:
+                colour = "red" if line.startswith("too strong") else "yellow"
+                console.print(f"[{colour}]{project}: database account {line}[/]")
     return 0 if all(r.reachable and r.healthy for r in rows) else 1
+
+
+def _record_dsn(explicit: str | None) -> str | None:
+    """Where the system of record is, without starting anything: an explicit URL, DATABASE_URL, or the
+    embedded server's socket when its data directory shows it running."""
+    if explicit:
+        return explicit
+    from services.common.embedded import dsn_for_socket
+    from services.common.settings import get_settings
+
+    settings = get_settings()
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    pgdata = settings.data_dir.resolve() / "pg"
+    pid = pgdata / "postmaster.pid"
+    if not pid.is_file():
+        return None
+    lines = pid.read_text(encoding="utf-8", errors="replace").splitlines()
+    socket_dir = lines[4] if len(lines) > 4 and lines[4] else None
+    return dsn_for_socket(socket_dir) if socket_dir else None
+
+
+async def project_warnings(database_url: str | None, timeout_s: float) -> dict[str, list[str]]:
+    """Per project, what its database account may do beyond reading its schema (registration found it).
+    Empty when the system of record cannot be reached: status is about the consumers first."""
+    dsn = _record_dsn(database_url)
+    if dsn is None:
+        return {}
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError):
+        return {}
+    try:
+        rows = await conn.fetch(
+            "SELECT id, role_warnings FROM projects WHERE cardinality(role_warnings) > 0 ORDER BY id"
+        )
+    except asyncpg.PostgresError:
+        return {}  # no projects table yet
+    finally:
+        await conn.close()
+    return {r["id"]: list(r["role_warnings"]) for r in rows}

@@ -148,11 +148,34 @@ class Rejected(Exception):
         self.raw = raw
 
 
+#: Envelope fields kept from an oversized event, so that its sender can be answered.
+_ENVELOPE = ("event_id", "project_id", "conversation_id", "user_id", "schema_version")
+#: Larger events are not even parsed for their envelope (the broker's own message limit is usually ~1 MB).
+_ENVELOPE_PARSE_MAX = 64 * MAX_EVENT_BYTES
+
+
+def _envelope(value: bytes) -> dict[str, Any] | None:
+    if len(value) > _ENVELOPE_PARSE_MAX:
+        return None
+    try:
+        raw = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    return {k: raw[k] for k in _ENVELOPE if isinstance(raw.get(k), (str, int)) and len(str(raw[k])) <= 256}
+
+
 def parse_event(model: type[Event], value: bytes | None) -> Event:
     if value is None:
         raise Rejected("unparseable", "empty message")
     if len(value) > MAX_EVENT_BYTES:
-        raise Rejected("invalid", f"event of {len(value)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
+        # Not handled, but its envelope still says who asked, so the asker can be told (a chat.error).
+        raise Rejected(
+            "invalid",
+            f"event of {len(value)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit",
+            _envelope(value),
+        )
     try:
         raw = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -53,6 +53,10 @@ class Table:
 class SchemaInfo:
     dialect: Dialect
     tables: list[Table]
+    #: The project's own schema (PostgreSQL) or database (MySQL/MariaDB) as registered; the only qualifier
+    #: generated SQL may use, and PostgreSQL's search path when it runs. None for SQLite (and for versions
+    #: stored before it was recorded: then no qualifier is accepted).
+    namespace: str | None = None
 
     def table(self, name: str) -> Table | None:
         lowered = name.lower()
@@ -72,7 +76,7 @@ class SchemaInfo:
             )
             for t in data["tables"]
         ]
-        return cls(dialect=data["dialect"], tables=tables)
+        return cls(dialect=data["dialect"], tables=tables, namespace=data.get("namespace"))
 
     def structure_hash(self) -> str:
         """Hash of names, types and keys only: sample values changing is not a new schema version."""
@@ -84,7 +88,9 @@ class SchemaInfo:
             ]
             for t in sorted(self.tables, key=lambda t: t.name.lower())
         ]
-        return hashlib.sha256(json.dumps([self.dialect, shape], sort_keys=True).encode()).hexdigest()[:16]
+        # The namespace counts only when known, so versions stored before it was recorded keep their hash.
+        key: list[Any] = [self.dialect, shape] + ([self.namespace] if self.namespace else [])
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def names(self) -> tuple[set[str], set[tuple[str, str]]]:
         """Lower-cased table names and (table, column) pairs, for reference checks."""

@@ -139,6 +139,15 @@ class Settings(BaseSettings):
     # --- customer databases ---------------------------------------------------------------------------
     sql_timeout_s: float = Field(10.0, gt=0, description="Statement timeout on customer databases.")
     sql_row_limit: int = Field(1000, ge=1, description="Rows fetched at most from a customer database.")
+    sql_max_value_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Largest value a customer query may produce or return, in bytes (SQLite: larger values "
+        "fail the statement; PostgreSQL: they are not sent, a placeholder says their size; MySQL: cut).",
+    )
+    sql_max_result_bytes: int = Field(
+        8 << 20, ge=1024, description="Bytes of rows fetched at most for one customer query; the rest is cut."
+    )
     preview_rows: int = Field(20, ge=0, description="Rows included in chat.answer.")
     repair_rounds: int = Field(1, ge=0, description="Repair rounds after a failed static check or execution.")
     template_answers: bool = Field(

@@ -7,9 +7,15 @@ from typing import Any
 
 import asyncpg
 
-from services.common.customer_db import CustomerDatabases, DatabaseUnavailable, QueryFailed, QueryTimeout
+from services.core.customer_db import (
+    CustomerDatabases,
+    DatabaseUnavailable,
+    QueryFailed,
+    QueryTimeout,
+    SqlRefused,
+)
+from services.core.sql import check_sql
 from services.feedback.rules import Decision, judge
-from services.generation.sql_check import check_sql
 from services.query.projects import load_project, load_schema
 from services.retrieval.embedder import Embedder
 from services.retrieval.examples import add_verified_example, apply_correction, mark_rated_down
@@ -86,11 +92,10 @@ class Learner:
 
     async def _correction_runs(self, database_url: str, sql: str, schema: Any) -> bool:
         """A corrected SQL is trusted only once it passes the same checks as generated SQL and runs read-only."""
-        check = check_sql(sql, schema)
-        if not check.ok:
-            return False
         try:
-            await self.databases.execute(database_url, check.sql, timeout_s=self.sql_timeout_s, row_limit=1)
-        except (QueryFailed, QueryTimeout, DatabaseUnavailable):
+            await self.databases.check_and_run(
+                database_url, sql, schema, timeout_s=self.sql_timeout_s, row_limit=1
+            )
+        except (SqlRefused, QueryFailed, QueryTimeout, DatabaseUnavailable):
             return False
         return True

@@ -21,8 +21,8 @@ from events import (
 )
 from services.common import metrics
 from services.common.consumer import BaseHandler
-from services.common.customer_db import CustomerDatabases, DatabaseUnavailable
 from services.common.errors import question_error
+from services.core.customer_db import CustomerDatabases, DatabaseUnavailable
 from services.generation.llm.base import LLM, ModelUnavailable
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.serving import ModelRouter

@@ -16,22 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from events import ChartSpec, ContextExample, ErrorCode, Turn
-from services.common.customer_db import (
+from services.common.schema import SchemaInfo
+from services.common.template_match import adaptations
+from services.core.customer_db import (
     CustomerDatabases,
     DatabaseUnavailable,
     QueryFailed,
     QueryResult,
     QueryTimeout,
 )
-from services.common.schema import SchemaInfo
-from services.common.template_match import adaptations
+from services.core.sql import check_sql, extract_sql
 from services.generation.answer_text import summarize
 from services.generation.chart import suggest_chart
 from services.generation.llm.base import LLM, AdapterRef, ChatMessage
 from services.generation.prompt import PromptOptions, build_prompt, build_repair_messages
-from services.generation.sql_check import check_sql, extract_sql
 
-_UNSAFE_CODES = {"not_read_only", "forbidden", "multiple_statements"}
 # Wording that makes an empty result plausible: no repair round is spent on those.
 _EMPTY_OK_WORDS = ("any ", "is there", "are there", "does ", "do ", "whether", "none", "no ")
 
@@ -149,7 +148,7 @@ async def generate_answer(
         _add(timings, "check", started)
         out.sql = check.sql or sql
         out.schema_valid = check.ok
-        if check.code in _UNSAFE_CODES:
+        if check.unsafe:
             # Unsafe output is refused, never "repaired": a model steered into writing stays refused.
             out.error_code = ErrorCode.unsafe_sql
             out.error_message = f"The generated statement was refused: {check.message}"
@@ -162,15 +161,27 @@ async def generate_answer(
             out.error_code = ErrorCode.invalid_sql
             out.error_message = f"No valid SQL could be written for this question: {check.message}"
             break
-        if check.code in ("empty", "parse_error"):
+        if check.checked is None:
+            # Without the static check (an ablation), schema errors reach the database, which reports them;
+            # but nothing runs that the check did not approve: what it cannot parse or resolve stays here.
             out.error_code = ErrorCode.invalid_sql
             out.error_message = f"No valid SQL could be written for this question: {check.message}"
+            if (
+                check.code in ("unknown_table", "unknown_column")
+                and config.execution_repair
+                and rounds_left > 0
+            ):
+                rounds_left -= 1
+                messages = build_repair_messages(
+                    prompt, out.sql, f"The database returned an error: {check.message}"
+                )
+                continue
             break
 
         started = time.perf_counter()
         try:
-            result = await databases.execute(
-                database_url, out.sql, timeout_s=config.timeout_s, row_limit=config.row_limit
+            result = await databases.run(
+                database_url, check.checked, timeout_s=config.timeout_s, row_limit=config.row_limit
             )
         except (QueryFailed, QueryTimeout) as exc:
             _add(timings, "execute", started)
@@ -231,13 +242,13 @@ async def _answer_from_example(
         started = time.perf_counter()
         check = check_sql(candidate.sql, schema)
         _add(timings, "check", started)
-        if not check.ok:
+        if check.checked is None:
             continue
-        sql = check.sql or candidate.sql
+        sql = check.checked.text
         started = time.perf_counter()
         try:
-            result = await databases.execute(
-                database_url, sql, timeout_s=config.timeout_s, row_limit=config.row_limit
+            result = await databases.run(
+                database_url, check.checked, timeout_s=config.timeout_s, row_limit=config.row_limit
             )
         except (QueryFailed, QueryTimeout):
             continue
@@ -270,6 +281,8 @@ def _finish(out: GenerationResult, question: str, timings: dict[str, float]) -> 
         started = time.perf_counter()
         rows = [list(r) for r in out.result.rows]
         out.answer_text = summarize(question, out.result.columns, rows, len(rows), out.result.truncated)
+        if out.result.notes:
+            out.answer_text += f" (Note: {'; '.join(out.result.notes)}.)"
         out.chart = suggest_chart(question, out.result.columns, rows[:200])
         _add(timings, "answer", started)
     out.timings_ms = timings

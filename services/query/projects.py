@@ -30,6 +30,8 @@ class Project:
     schema_version_id: int | None
     training_threshold: int | None
     canary_share: float
+    #: What the project's database account may do beyond reading its schema (empty when it is read-only).
+    role_warnings: tuple[str, ...] = ()
 
 
 def _project(row: asyncpg.Record) -> Project:
@@ -43,6 +45,7 @@ def _project(row: asyncpg.Record) -> Project:
         schema_version_id=row["current_schema_version_id"],
         training_threshold=row["training_threshold"],
         canary_share=float(row["canary_share"]),
+        role_warnings=tuple(row["role_warnings"] or ()) if "role_warnings" in row else (),
     )
 
 
@@ -187,3 +190,7 @@ async def admit_question(
         return None, []
     history = [Turn(**turn) for turn in row["history"]]
     return _project(row), history
+
+
+async def record_role_warnings(pool: asyncpg.Pool, project_id: str, warnings: list[str]) -> None:
+    await pool.execute("UPDATE projects SET role_warnings = $2 WHERE id = $1", project_id, warnings)

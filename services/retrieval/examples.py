@@ -48,7 +48,7 @@ def example_id_for(project_id: str, *, answer_id: uuid.UUID | None, question: st
 def referenced_names(sql: str, dialect: str, schema: SchemaInfo | None = None) -> tuple[list[str], list[str]]:
     """(tables, ``table.column``s) the SQL reads, lower-cased; columns only where the table is certain.
 
-    The local resolver, used when ``services.generation.sql_check`` is not importable.
+    The local resolver, used when ``services.core.sql`` is not importable.
 
     Unqualified columns are attributed through the schema to the referenced table that has them; names
     that resolve to no real table (CTEs, derived tables, select aliases) are left out rather than guessed,
@@ -96,7 +96,7 @@ def referenced_names(sql: str, dialect: str, schema: SchemaInfo | None = None) -
 def _names_for(sql: str, schema: SchemaInfo) -> tuple[list[str], list[str]]:
     """Names via the generation checker's resolver (one resolver for the whole system) when present."""
     try:
-        from services.generation.sql_check import referenced_names as shared
+        from services.core.sql import referenced_names as shared
     except ImportError:  # pragma: no cover - the local resolver is the fallback
         return referenced_names(sql, schema.dialect, schema)
     tables, columns = shared(sql, schema.dialect)

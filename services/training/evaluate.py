@@ -29,9 +29,12 @@ class _Result(Protocol):
 
 
 class Executor(Protocol):
-    """What evaluation needs of ``services.common.customer_db.CustomerDatabases``."""
+    """What evaluation needs of ``services.core.customer_db.CustomerDatabases``: its guarded path, which
+    checks a statement against the project's schema and runs only what the check approved."""
 
-    async def execute(self, database_url: str, sql: str, *, timeout_s: float, row_limit: int) -> Any: ...
+    async def check_and_run(
+        self, database_url: str, sql: str, schema: SchemaInfo, *, timeout_s: float, row_limit: int
+    ) -> tuple[Any, _Result]: ...
 
 
 def _extract_sql_fallback(text: str) -> str:
@@ -45,7 +48,7 @@ def _extract_sql_fallback(text: str) -> str:
 
 def extract_sql(text: str) -> str:
     try:
-        from services.generation.sql_check import extract_sql as shared
+        from services.core.sql import extract_sql as shared
     except ImportError:
         return _extract_sql_fallback(text)
     return shared(text)
@@ -105,8 +108,8 @@ class Evaluator:
     _gold: dict[str, list[Any] | None] = field(default_factory=dict, init=False, repr=False)
 
     async def _rows(self, sql: str) -> list[Any]:
-        result = await self.databases.execute(
-            self.database_url, sql, timeout_s=self.timeout_s, row_limit=self.row_limit
+        _, result = await self.databases.check_and_run(
+            self.database_url, sql, self.schema, timeout_s=self.timeout_s, row_limit=self.row_limit
         )
         return list(result.rows)
 

@@ -41,9 +41,9 @@ class TrainingHandler(BaseHandler):
 
     def _evaluation(self) -> tuple[Any, Any]:
         if self._databases is None:
-            from services.common.customer_db import CustomerDatabases
+            from services.wiring import build_databases
 
-            self._databases = CustomerDatabases()
+            self._databases = build_databases(self.settings)
         if self._evaluator_llm is None:
             from services.wiring import build_llm
 
