@@ -112,12 +112,15 @@ async def test_malformed_events_are_dead_lettered_and_next_is_answered_scripted_
     await client.bus.publish_raw(ChatQuestion.topic, json.dumps(missing).encode(), key=project.encode())
     outcome = await client.ask(project, "how many orders were returned", conversation_id="after-garbage")
     assert isinstance(outcome, ChatAnswer)
-    letters = await wait_until(
-        lambda: pool.fetch(
+
+    async def both_letters() -> list[asyncpg.Record] | None:
+        rows = await pool.fetch(
             "SELECT reason, error FROM dead_letters WHERE consumer = 'query' AND payload_text LIKE ANY($1)",
             ["%not json%", f"%{missing['event_id']}%"],
         )
-    )
+        return rows if len(rows) >= 2 else None  # they are recorded apart: wait for both
+
+    letters = await wait_until(both_letters)
     assert {r["reason"] for r in letters} == {"unparseable", "invalid"}
     # The malformed question that named its project also got a chat.error a person can act on.
     error = await wait_until(lambda: _outcome(client, uuid.UUID(missing["event_id"])))
