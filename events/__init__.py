@@ -2,6 +2,7 @@
 
 from events.base import Event, derived_id, utcnow
 from events.chat import (
+    LOW_CONFIDENCE,
     ChartSpec,
     ChartType,
     ChatAnswer,
@@ -30,6 +31,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 
 __all__ = [
     "EVENT_TYPES",
+    "LOW_CONFIDENCE",
     "ChartSpec",
     "ChartType",
     "ChatAnswer",

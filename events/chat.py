@@ -99,10 +99,29 @@ class ChatAnswer(Event):
     )
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)
+    confidence: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="How sure querylift is of this answer (calibrated on the benchmark); below 0.5 an upstream "
+        "product may show it as a draft.",
+    )
+    confidence_basis: Literal["verified_example", "agreement", "single_candidate"] = Field(
+        "single_candidate",
+        description="What the confidence rests on: a verified example's SQL; the share of sampled candidates "
+        "whose result agreed; or a single candidate (its check outcome and result).",
+    )
+    candidates: int = Field(0, ge=0, description="Candidate queries that ran (execution-consistency voting).")
+    agreeing: int = Field(0, ge=0, description="Candidates whose result was this answer's.")
     timings_ms: dict[str, float] = Field(
         default_factory=dict,
         description="Milliseconds spent per stage (query, retrieval, llm, execute, ...).",
     )
+
+
+#: Below this confidence an answer is a draft: upstream products may show it so, and querylift's review queue
+#: lists the ones that got no feedback.
+LOW_CONFIDENCE = 0.5
 
 
 class ErrorCode(StrEnum):

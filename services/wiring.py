@@ -67,7 +67,9 @@ def generation_config(settings: Settings) -> Any:
     from services.generation.prompt import PromptOptions
 
     return GenerationConfig(
-        prompt=PromptOptions.full(),
+        prompt=PromptOptions.full().but(value_hints=settings.value_hints),
+        mechanical_fixes=settings.mechanical_fixes,
+        vote_candidates=settings.vote_candidates,
         repair_rounds=settings.repair_rounds,
         budget_tokens=settings.prompt_token_budget,
         max_tokens=settings.llm_max_tokens,

@@ -261,6 +261,61 @@ async def test_gguf_smollm2_completes_deterministically(smollm: GGUFLLM) -> None
     assert content_tokens < first.prompt_tokens < content_tokens + 40
 
 
+def _sql_prompt(question: str, extra_column: bool = False) -> list[ChatMessage]:
+    from services.common.schema import Column, SchemaInfo, Table
+    from services.generation.prompt import build_prompt
+
+    columns = [Column("id", "INTEGER", primary_key=True), Column("name", "TEXT", samples=["ann", "bo"])]
+    if extra_column:
+        columns.append(Column("country", "TEXT", samples=["fr", "jp"]))
+    schema = SchemaInfo("sqlite", [Table("users", columns)])
+    return build_prompt(question, schema, budget_tokens=900).messages
+
+
+@pytest.mark.real_model
+async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one(tmp_path: Path) -> None:
+    """A project's system prompt is evaluated once and reused; answers do not depend on whether it was
+    (prefix still in the model, restored from a saved state, or evaluated afresh)."""
+    from services.generation.llm.gguf import unload_all
+
+    def fresh() -> GGUFLLM:
+        unload_all()  # a cold model: nothing evaluated, nothing saved
+        settings = Settings(
+            llm_model="smollm2-135m-instruct", llm_context_tokens=1024, llm_threads=2, data_dir=tmp_path
+        )
+        return GGUFLLM(settings)
+
+    first, second = "How many users are there?", "List the names of users called ann."
+    cold = {q: (await fresh().complete(_sql_prompt(q), max_tokens=32)) for q in (first, second)}
+    assert all(c.timings["prompt_tokens_reused"] == 0 for c in cold.values())
+
+    llm = fresh()
+    a = await llm.complete(_sql_prompt(first), max_tokens=32)
+    b = await llm.complete(_sql_prompt(second), max_tokens=32)  # the prefix is still in the model
+    other = await llm.complete(_sql_prompt(first, extra_column=True), max_tokens=32)  # another schema
+    again = await llm.complete(_sql_prompt(second), max_tokens=32)  # its prefix restored from a saved state
+    assert a.text == cold[first].text and b.text == cold[second].text and again.text == b.text
+    assert b.timings["prompt_tokens_reused"] > 0 and again.timings["prompt_tokens_reused"] > 0
+    assert b.timings["prompt_tokens_reused"] == again.timings["prompt_tokens_reused"]
+    # A changed schema is a new prefix: nothing stale is reused, and the answer is the cold one.
+    assert other.timings["prompt_tokens_reused"] == 0
+    assert other.text == (await fresh().complete(_sql_prompt(first, extra_column=True), max_tokens=32)).text
+    unload_all()
+
+
+@pytest.mark.real_model
+async def test_gguf_alternatives_are_sampled_from_the_same_prompt(smollm: GGUFLLM) -> None:
+    messages = _sql_prompt("How many users are there?")
+    one = await smollm.complete(messages, max_tokens=32, alternatives=2)
+    more = await smollm.complete(messages, max_tokens=32, alternatives=1, first_alternative=2)
+    assert len(one.alternatives) == 2 and one.text
+    assert more.text == "" and len(more.alternatives) == 1
+    assert more.timings["prompt_s"] < one.timings["prompt_s"]  # the prompt was not evaluated again
+    # Seeded: the same numbers give the same alternatives.
+    again = await smollm.complete(messages, max_tokens=32, alternatives=2)
+    assert again.alternatives == one.alternatives and again.text == one.text
+
+
 @pytest.mark.real_model
 async def test_gguf_completions_run_one_at_a_time(smollm: GGUFLLM) -> None:
     messages = [ChatMessage(role="user", content="Say SELECT.")]

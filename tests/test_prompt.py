@@ -129,13 +129,15 @@ def test_full_prompt_has_every_part_in_order() -> None:
         in system
     )
     assert "loyalty_tier TEXT e.g. 'gold'/'silver'/'bronze')" in system  # at most three samples
-    assert "```sql" in system and "SELECT COUNT(*) FROM invoices" in system
-    # Examples then history as chat turns, the question last; the best example sits closest to the question.
+    assert "```sql" in system and "invoices" not in system  # library examples come after the fixed part
+    assert "SELECT COUNT(*) FROM invoices" in prompt.messages[1]["content"]
+    # Library examples, then project examples and history as chat turns, the question last; the best example
+    # sits closest to the question.
     roles = [m["role"] for m in prompt.messages]
-    assert roles == ["system"] + ["user", "assistant"] * 4 + ["user"]
-    assert prompt.messages[1]["content"] == "project question 2?"
-    assert prompt.messages[3]["content"] == "project question 1?"
-    assert prompt.messages[6]["content"] == "```sql\nSELECT COUNT(*) FROM orders WHERE year = 2021\n```"
+    assert roles == ["system", "user"] + ["user", "assistant"] * 4 + ["user"]
+    assert prompt.messages[2]["content"] == "project question 2?"
+    assert prompt.messages[4]["content"] == "project question 1?"
+    assert prompt.messages[7]["content"] == "```sql\nSELECT COUNT(*) FROM orders WHERE year = 2021\n```"
     assert prompt.messages[-1]["content"] == QUESTION
     assert [e.example_id for e in prompt.examples_used] == ["p1", "p2", "l1", "l2"]
     assert prompt.dropped == [] and not prompt.over_budget
@@ -143,8 +145,29 @@ def test_full_prompt_has_every_part_in_order() -> None:
 
 
 def test_fewshot_best_example_is_rendered_last() -> None:
-    system = full_prompt().messages[0]["content"]
-    assert system.index("FROM payments") < system.index("FROM invoices")
+    block = full_prompt().messages[1]["content"]
+    assert block.index("FROM payments") < block.index("FROM invoices")
+
+
+def test_the_system_message_is_the_same_for_every_question_of_a_project() -> None:
+    """Everything that varies with the question comes after the system message, so a model can evaluate
+    that prefix once per project and schema version."""
+    first = full_prompt(value_hints=["'paid' is in orders.status"])
+    second = build_prompt(
+        "Which customers are gold?",
+        shop_schema(),
+        history=[],
+        examples=[example(7, "SELECT name FROM customers WHERE loyalty_tier = 'gold'", 0.8)],
+        fewshot=[],
+        options=PromptOptions.full(),
+        budget_tokens=5000,
+    )
+    assert first.messages[0] == second.messages[0]
+    assert first.part_tokens["prefix"] == second.part_tokens["prefix"] > 0
+    assert "value_hints" in first.parts
+    assert first.messages[-1]["content"] == f"{QUESTION}\n(Database values: 'paid' is in orders.status.)"
+    assert set(first.part_tokens) == {"prefix", "fewshot", "examples_and_history", "value_hints", "question"}
+    assert sum(first.part_tokens.values()) == first.tokens
 
 
 @pytest.mark.parametrize(
@@ -181,7 +204,7 @@ def test_compact_schema_off_renders_create_table_with_sample_comments() -> None:
 def test_history_turns_without_sql_are_skipped_and_capped() -> None:
     turns = [Turn(question=f"q{i}", sql=f"SELECT {i}") for i in range(5)] + [Turn(question="no sql")]
     prompt = full_prompt(history=turns, examples=[], options=PromptOptions.full().but(max_history=3))
-    users = [m["content"] for m in prompt.messages if m["role"] == "user"]
+    users = [m["content"] for m in prompt.messages[2:] if m["role"] == "user"]  # after the library block
     assert users == ["q3", "q4", QUESTION]
 
 
@@ -225,40 +248,39 @@ def test_selection_respects_max_tables_and_falls_back_when_nothing_matches() -> 
     assert {t.name for t in tables} == {"orders", "customers"}
 
 
-def test_budget_drops_sample_values_first() -> None:
-    full = full_prompt()
-    without_samples = full_prompt(options=PromptOptions.full().but(sample_values=False))
-    assert without_samples.tokens < full.tokens
-    prompt = full_prompt(budget_tokens=without_samples.tokens)
-    assert prompt.dropped == ["sample_values"]
-    assert prompt.tokens <= without_samples.tokens and "sample_values" not in prompt.parts
+def test_budget_drops_what_varies_before_the_schema() -> None:
+    without_fewshot = full_prompt(fewshot=[])
+    prompt = full_prompt(budget_tokens=without_fewshot.tokens)
+    assert prompt.dropped == ["fewshot:l2", "fewshot:l1"]
+    assert "sample_values" in prompt.parts and prompt.tokens <= without_fewshot.tokens
 
 
 def test_budget_dropping_order_when_nothing_fits() -> None:
-    prompt = full_prompt(budget_tokens=1)
+    prompt = full_prompt(budget_tokens=1, value_hints=["'paid' is in orders.status"])
     assert prompt.over_budget
-    assert prompt.dropped[:7] == [
-        "sample_values",
+    assert prompt.dropped[:8] == [
         "fewshot:l2",  # worst library example first
         "fewshot:l1",
         "history:0",  # turns before the last one
         "example:p2",  # worst project example first
         "example:p1",
+        "value:'paid' is in orders.status",
+        "sample_values",  # only then the fixed part
         # then tables unrelated to "How many orders were returned?", listed last first, FK neighbours last
         "table:warehouses",
     ]
-    assert prompt.dropped[7:] == ["table:suppliers", "table:customers", "history:1"]
+    assert prompt.dropped[8:] == ["table:suppliers", "table:customers", "history:1"]
     assert prompt.tables == ["orders"]
     assert prompt.parts == ["instruction", "reasoning", "schema"]
 
 
 def test_budget_stops_dropping_as_soon_as_it_fits() -> None:
-    reference = full_prompt(
-        history=HISTORY[-1:], fewshot=[], options=PromptOptions.full().but(sample_values=False)
-    )
+    reference = full_prompt(history=HISTORY[-1:], fewshot=[])
     prompt = full_prompt(budget_tokens=reference.tokens)
-    assert prompt.dropped == ["sample_values", "fewshot:l2", "fewshot:l1", "history:0"]
-    assert "examples" in prompt.parts and prompt.tokens <= reference.tokens
+    assert prompt.dropped == ["fewshot:l2", "fewshot:l1", "history:0"]
+    assert (
+        "examples" in prompt.parts and "sample_values" in prompt.parts and prompt.tokens <= reference.tokens
+    )
 
 
 def test_budget_uses_the_given_token_counter() -> None:

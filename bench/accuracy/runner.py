@@ -34,11 +34,14 @@ from events import ContextExample
 from services.common.db import create_pool, migrate
 from services.common.schema import SchemaInfo
 from services.common.settings import Settings, get_settings
+from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, QueryFailed, QueryTimeout, SqlRefused
+from services.core.values import ValueIndex
 from services.feedback.learn import Learner
 from services.generation.llm.base import LLM, AdapterRef, ModelUnavailable
 from services.generation.pipeline import generate_answer
 from services.generation.prompt import build_prompt
+from services.query.projects import load_project
 from services.query.register import register_project
 from services.retrieval.fewshot import FewshotLibrary
 from services.retrieval.selection import select_examples
@@ -85,6 +88,7 @@ class _ProjectState:
     replayed: int = 0
     adapter: AdapterRef | None = None
     adapter_info: dict[str, Any] | None = None
+    values: ValueIndex | None = None
 
 
 def machine_info() -> dict[str, Any]:
@@ -235,6 +239,8 @@ class AccuracyBench:
         error: str | None = None
         config = strategy.generation_config(self.settings)
         domain_note = state.project.description if strategy.domain_note else None
+        values = state.values if config.prompt.value_hints or config.value_check else None
+        hints = values.hints(item.question) if values is not None and config.prompt.value_hints else []
         # Greedy decoding makes an answer a function of the prompt and the loop settings: a strategy whose
         # prompt for this question is identical to one already answered (e.g. few-shot adds nothing when
         # project examples fill the room) gets that answer instead of a second identical model run.
@@ -247,6 +253,7 @@ class AccuracyBench:
             budget_tokens=config.budget_tokens,
             count_tokens=self.llm.count_tokens,
             domain_note=domain_note,
+            value_hints=hints,
         )
         key = json.dumps(
             [
@@ -258,6 +265,9 @@ class AccuracyBench:
                     config.execution_repair,
                     config.max_tokens,
                     config.template_answers,
+                    config.mechanical_fixes,
+                    config.value_check and values is not None,
+                    config.vote_candidates,
                 ],
                 repr(adapter),
             ],
@@ -279,6 +289,7 @@ class AccuracyBench:
                 config=config,
                 adapter=adapter,
                 domain_note=domain_note,
+                values=values,
             )
         except ModelUnavailable as exc:
             latency = time.perf_counter() - started
@@ -294,9 +305,11 @@ class AccuracyBench:
                     :300
                 ]
             )
+        if rows is not None and result.result is not None and result.result.truncated:
+            # What the user gets is the whole result (the row limit only caps what one event carries): score
+            # the predicted SQL by its full result, run again through the guarded path with the gold's cap.
+            rows = await self._full_rows(state, result.sql, rows)
         correct = is_correct(item.sql, state.gold[item.id], rows, state.schema.dialect)
-        if rows is not None and not correct and result.result is not None and result.result.truncated:
-            error = "result truncated by the row limit"
         outcome = Outcome(
             item_id=item.id,
             question=item.question,
@@ -314,9 +327,26 @@ class AccuracyBench:
             error=error,
             examples=len(examples),
             fewshot=len(fewshot),
+            confidence=result.confidence,
+            confidence_basis=result.confidence_basis,
+            candidates=result.candidates,
+            agreeing=result.agreeing,
+            fixes=list(result.fixes),
+            value_hints=len(result.value_hints),
+            part_tokens=dict(result.prompt_part_tokens),
+            model_timings={k: round(v, 4) for k, v in result.model_timings.items()},
         )
         self._answers[key] = outcome
         return outcome
+
+    async def _full_rows(self, state: _ProjectState, sql: str, capped: list[Any]) -> list[Any]:
+        try:
+            _, full = await self.databases.check_and_run(
+                state.project.database_url, sql, state.schema, timeout_s=60.0, row_limit=_GOLD_ROW_LIMIT
+            )
+        except (SqlRefused, QueryFailed, QueryTimeout):
+            return capped
+        return list(full.rows)
 
     async def _answer_all(
         self, state: _ProjectState, strategy: Strategy, adapter: AdapterRef | None, label: str
@@ -360,7 +390,11 @@ class AccuracyBench:
                 continue
             gold[item.id] = list(result.rows)
         test = [t for t in test if t.id in gold]
-        return _ProjectState(project, schema, version_id, domain, test, gold, skipped)
+        registered = await load_project(self.pool, project_id)
+        values = await ValueIndexes(self.pool).get(
+            project_id, registered.values_collected_at if registered else None
+        )
+        return _ProjectState(project, schema, version_id, domain, test, gold, skipped, values=values)
 
     async def _replay_to(self, state: _ProjectState, count: int) -> None:
         items = state.project.history[state.replayed : count]

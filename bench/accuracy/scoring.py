@@ -8,7 +8,7 @@ orders its output (``services.generation.exec_match``). Schema validity is the p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,15 @@ class Outcome:
     fewshot: int = 0
     #: Answered by an identical earlier prompt (same question, prompt messages, loop settings and adapter).
     reused: bool = False
+    confidence: float = 0.0
+    confidence_basis: str = ""
+    candidates: int = 0
+    agreeing: int = 0
+    fixes: list[str] = field(default_factory=list)
+    value_hints: int = 0
+    #: Tokens per prompt part of the first prompt, and the model's own timings (prompt_s, decode_s, ...).
+    part_tokens: dict[str, int] = field(default_factory=dict)
+    model_timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +67,12 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(np.asarray(values, dtype=float), q)), 3) if values else None
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
 def _basic(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    written = [o for o in outcomes if not o.from_example]
     return {
         "n": len(outcomes),
         "accuracy": _share([o.correct for o in outcomes]),
@@ -66,10 +80,60 @@ def _basic(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "schema_valid": _share([o.schema_valid for o in outcomes]),
         "latency_p50_s": _percentile([o.latency_s for o in outcomes], 50),
         "latency_p95_s": _percentile([o.latency_s for o in outcomes], 95),
+        "latency_mean_s": _mean([o.latency_s for o in outcomes]),
+        "model_written_n": len(written),
+        "model_written_accuracy": _share([o.correct for o in written]),
+        "model_written_latency_p50_s": _percentile([o.latency_s for o in written], 50),
+        "model_written_latency_mean_s": _mean([o.latency_s for o in written]),
         "prompt_tokens_mean": (
             round(sum(o.prompt_tokens for o in outcomes) / len(outcomes), 1) if outcomes else None
         ),
     }
+
+
+#: Confidence buckets reported with their accuracy (calibration).
+CONFIDENCE_BUCKETS: tuple[tuple[float, float], ...] = (
+    (0.0, 0.3),
+    (0.3, 0.5),
+    (0.5, 0.7),
+    (0.7, 0.9),
+    (0.9, 1.01),
+)
+
+
+def confidence_buckets(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    out = []
+    for low, high in CONFIDENCE_BUCKETS:
+        members = [o for o in outcomes if low <= o.confidence < high]
+        out.append(
+            {
+                "from": low,
+                "to": min(high, 1.0),
+                "n": len(members),
+                "accuracy": _share([o.correct for o in members]),
+            }
+        )
+    return out
+
+
+def part_tokens_mean(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    written = [o for o in outcomes if o.part_tokens]
+    keys = sorted({k for o in written for k in o.part_tokens})
+    return (
+        {k: round(sum(o.part_tokens.get(k, 0) for o in written) / len(written), 1) for k in keys}
+        if written
+        else {}
+    )
+
+
+def model_timings_mean(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    written = [o for o in outcomes if o.model_timings]
+    keys = sorted({k for o in written for k in o.model_timings})
+    return (
+        {k: round(sum(o.model_timings.get(k, 0.0) for o in written) / len(written), 3) for k in keys}
+        if written
+        else {}
+    )
 
 
 def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -84,6 +148,11 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     out["repaired"] = _share([o.repaired for o in outcomes])
     out["from_example"] = _share([o.from_example for o in outcomes])
     out["from_example_accuracy"] = _share([o.correct for o in outcomes if o.from_example])
+    out["confidence_buckets"] = confidence_buckets(outcomes)
+    out["prompt_part_tokens_mean"] = part_tokens_mean(outcomes)
+    out["model_timings_mean"] = model_timings_mean(outcomes)
+    out["voted"] = _share([o.candidates > 1 for o in outcomes])
+    out["fixed_mechanically"] = _share([bool(o.fixes) for o in outcomes])
     return out
 
 

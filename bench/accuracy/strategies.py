@@ -9,6 +9,11 @@ fewshot     + domain-library demonstrations (``services.retrieval.fewshot``) whe
 repair      + static check and execution-guided repair rounds
 template    + answers from a verified example whose question is this one with other values, when its SQL
             with the question's values returns rows (``services.common.template_match``)
+values      + value grounding: the database values the question mentions and their columns in the prompt,
+            literals checked against them (an empty result's repair names the closest values), mechanical
+            fixes (SQLite double-quoted strings, a literal's case)
+vote        + execution-consistency voting: sampled candidates of the same evaluated prompt, the result most
+            agree on answers (three candidates, stopping when the first two agree)
 lora        + the project's LoRA adapter trained on its verified history (``services.training``)
 full        everything on: the generation config the services are wired with (``services.wiring``), the
             retrieval consumer's settings and the project's adapter when one was trained in this run
@@ -36,6 +41,10 @@ class Strategy:
     repair: bool = False
     adapter: bool = False
     template_answers: bool = False
+    #: Value grounding: hints in the prompt, literals checked against the values, mechanical fixes.
+    values: bool = False
+    #: Candidates for execution-consistency voting (1: none).
+    vote_candidates: int = 1
     domain_note: bool = True
     #: ``full`` takes its generation config from ``services.wiring`` rather than assembling one.
     product_wiring: bool = False
@@ -52,7 +61,10 @@ class Strategy:
             config: GenerationConfig = generation_config(settings)
             return config
         return GenerationConfig(
-            prompt=self.prompt,
+            prompt=self.prompt.but(value_hints=self.values),
+            mechanical_fixes=self.values,
+            value_check=self.values,
+            vote_candidates=self.vote_candidates,
             static_check=self.static_check,
             repair_rounds=settings.repair_rounds if self.repair else 0,
             execution_repair=self.repair,
@@ -81,6 +93,9 @@ class Strategy:
             "repair_rounds": config.repair_rounds,
             "execution_repair": config.execution_repair,
             "template_answers": config.template_answers,
+            "value_grounding": config.prompt.value_hints,
+            "mechanical_fixes": config.mechanical_fixes,
+            "vote_candidates": config.vote_candidates,
             "budget_tokens": config.budget_tokens,
             "max_tokens": config.max_tokens,
             "retrieval_top_k": top_k,
@@ -127,6 +142,30 @@ STRATEGIES: dict[str, Strategy] = {
             template_answers=True,
         ),
         Strategy(
+            "values",
+            "template + value grounding: the values a question mentions, literals checked against them, "
+            "mechanical fixes",
+            _FULL.but(history=False),
+            True,
+            True,
+            static_check=True,
+            repair=True,
+            template_answers=True,
+            values=True,
+        ),
+        Strategy(
+            "vote",
+            "values + execution-consistency voting over sampled candidates of the same prompt",
+            _FULL.but(history=False),
+            True,
+            True,
+            static_check=True,
+            repair=True,
+            template_answers=True,
+            values=True,
+            vote_candidates=3,
+        ),
+        Strategy(
             "lora",
             "template + the project's LoRA adapter",
             _FULL.but(history=False),
@@ -151,7 +190,17 @@ STRATEGIES: dict[str, Strategy] = {
     )
 }
 
-DEFAULT_STRATEGIES: tuple[str, ...] = ("baseline", "prompt", "rag", "fewshot", "repair", "template", "full")
+DEFAULT_STRATEGIES: tuple[str, ...] = (
+    "baseline",
+    "prompt",
+    "rag",
+    "fewshot",
+    "repair",
+    "template",
+    "values",
+    "vote",
+    "full",
+)
 
 
 def resolve(names: list[str] | None) -> list[Strategy]:

@@ -77,6 +77,17 @@ ANSWERS_FROM_EXAMPLES = Counter(
     "Answers whose SQL was a verified example's with the question's values (no model call).",
     ["project"],
 )
+ANSWER_CONFIDENCE = Histogram(
+    "querylift_answer_confidence",
+    "Confidence of answers, by what it rests on (verified_example, agreement, single_candidate).",
+    ["project", "basis"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+REVIEW_QUEUE = Gauge(
+    "querylift_review_queue",
+    "Low-confidence answers that got no feedback yet: what an analyst should look at first.",
+    ["project"],
+)
 
 # --- language model -------------------------------------------------------------------------------------
 LLM_TOKENS = Counter(
@@ -86,6 +97,12 @@ LLM_TOKENS = Counter(
 )
 LLM_SECONDS = Histogram(
     "querylift_llm_duration_seconds", "Time of one language-model call.", ["model"], buckets=_LATENCY_BUCKETS
+)
+MODEL_QUEUE_SECONDS = Histogram(
+    "querylift_model_queue_seconds",
+    "Time a model call waited for the local model (one answers at a time) before it started.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
 )
 
 # --- retrieval ------------------------------------------------------------------------------------------

@@ -113,7 +113,32 @@ class Settings(BaseSettings):
     prompt_token_budget: int = Field(
         3072, ge=256, description="Prompt parts are dropped, least useful first, to fit."
     )
-    llm_seed: int = Field(0, description="Sampling seed (decoding is greedy; kept for reproducibility).")
+    llm_seed: int = Field(
+        0,
+        description="Sampling seed: answers are greedy; sampled voting candidates use this seed + their number.",
+    )
+    llm_vote_temperature: float = Field(
+        0.7,
+        gt=0,
+        le=2,
+        description="Temperature of the sampled voting candidates (the first answer is greedy).",
+    )
+    llm_prefix_cache_size: int = Field(
+        8,
+        ge=0,
+        description="gguf: evaluated prompt prefixes (a project's instructions and schema) kept as saved model "
+        "states, least recently used dropped; the live cache is reused whatever this says.",
+    )
+    llm_prefix_reuse: bool = Field(
+        True,
+        description="gguf: evaluate a project's fixed prompt prefix once and reuse it (off: every prompt whole).",
+    )
+    llm_lookup_tokens: int = Field(
+        0,
+        ge=0,
+        description="gguf: prompt-lookup decoding, tokens proposed from the prompt per step and checked in one "
+        "batch (0: off; measured slower on 2 CPU cores, see bench/README.md).",
+    )
     scripted_latency_ms: float = Field(
         0.0, ge=0, description="llm_backend=scripted: simulated model latency per call (benchmarks, tests)."
     )
@@ -150,6 +175,22 @@ class Settings(BaseSettings):
     )
     preview_rows: int = Field(20, ge=0, description="Rows included in chat.answer.")
     repair_rounds: int = Field(1, ge=0, description="Repair rounds after a failed static check or execution.")
+    vote_candidates: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Candidates drawn per model-written answer for execution-consistency voting (1: off); the "
+        "first is greedy, the others sampled from the same evaluated prompt; stops early when two agree.",
+    )
+    value_hints: bool = Field(
+        True,
+        description="Name in the prompt the database values a question mentions and the columns holding them.",
+    )
+    mechanical_fixes: bool = Field(
+        True,
+        description="Fix without a repair round what has one right fix (SQLite double-quoted strings, a "
+        "literal's case against the database's values).",
+    )
     template_answers: bool = Field(
         True,
         description="Answer a question that is a verified example's with other values by that example's SQL "

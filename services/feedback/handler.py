@@ -7,11 +7,18 @@ from typing import ClassVar
 
 import asyncpg
 
-from events import ChatAnswer, ChatError, ChatFeedback, Event
+from events import LOW_CONFIDENCE, ChatAnswer, ChatError, ChatFeedback, Event
 from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.feedback.learn import Learner
-from services.feedback.store import answer_row, feedback_for_answer, store_answer, store_error, store_feedback
+from services.feedback.store import (
+    answer_row,
+    feedback_for_answer,
+    review_queue_size,
+    store_answer,
+    store_error,
+    store_feedback,
+)
 from services.feedback.trigger import maybe_request_training
 
 
@@ -31,6 +38,8 @@ class FeedbackHandler(BaseHandler):
     async def handle(self, event: Event) -> Sequence[Event]:
         if isinstance(event, ChatAnswer):
             await store_answer(self.pool, event)
+            if event.confidence < LOW_CONFIDENCE:
+                await self._count_review_queue(event.project_id)
             # Feedback can overtake its answer (they travel on different topics): apply what waited.
             return await self._learn(event.project_id, event.event_id, event.event_id)
         if isinstance(event, ChatError):
@@ -41,6 +50,7 @@ class FeedbackHandler(BaseHandler):
             return await self._learn(event.project_id, event.event_id, event.event_id)
         assert isinstance(event, ChatFeedback)
         await store_feedback(self.pool, event)
+        await self._count_review_queue(event.project_id)
         if event.rating is not None:
             metrics.FEEDBACK_RATINGS.labels(event.project_id, str(event.rating)).inc()
             metrics.FEEDBACK_RATING_POINTS.labels(event.project_id).inc(event.rating)
@@ -51,6 +61,10 @@ class FeedbackHandler(BaseHandler):
         if event.chart_relevant is not None:
             metrics.CHART_FEEDBACK.labels(event.project_id, str(event.chart_relevant).lower()).inc()
         return await self._learn(event.project_id, event.answer_id, event.event_id, judged=True)
+
+    async def _count_review_queue(self, project_id: str) -> None:
+        size = await review_queue_size(self.pool, project_id, below=LOW_CONFIDENCE)
+        metrics.REVIEW_QUEUE.labels(project_id).set(size)
 
     async def _learn(
         self, project_id: str, answer_id: object, cause: object, judged: bool = False

@@ -15,6 +15,7 @@ from services.core.customer_db import (
     SqlRefused,
 )
 from services.core.sql import check_sql
+from services.core.sql.mechanical import canonical_example_sql
 from services.feedback.rules import Decision, judge
 from services.query.projects import load_project, load_schema
 from services.retrieval.embedder import Embedder
@@ -53,7 +54,9 @@ class Learner:
             return Decision("none", 0.0)
         schema = await load_schema(self.pool, project.schema_version_id)
         if decision.action == "correct":
-            ok = await self._correction_runs(project.database_url, feedback["corrected_sql"], schema)
+            # Stored in the dialect's canonical form, so the model never learns a style the check refuses.
+            corrected = canonical_example_sql(feedback["corrected_sql"], schema)
+            ok = await self._correction_runs(project.database_url, corrected, schema)
             await self.pool.execute(
                 "UPDATE feedback SET corrected_sql_ok = $2 WHERE id = $1", feedback["id"], ok
             )
@@ -68,7 +71,7 @@ class Learner:
                 project_id=project_id,
                 answer_id=answer["id"],
                 question=answer["question"],
-                corrected_sql=check_sql(feedback["corrected_sql"], schema).sql or feedback["corrected_sql"],
+                corrected_sql=check_sql(corrected, schema).sql or corrected,
                 schema=schema,
                 schema_version_id=project.schema_version_id,
             )
@@ -79,7 +82,7 @@ class Learner:
                 self.embedder,
                 project_id=project_id,
                 question=answer["question"],
-                sql=answer["sql"],
+                sql=canonical_example_sql(answer["sql"], schema),
                 source="answer",
                 quality=decision.quality,
                 schema=schema,

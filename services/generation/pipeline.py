@@ -4,9 +4,12 @@ consumer and the accuracy benchmark both call :func:`generate_answer`.
 First, when a retrieved project example is this question with other values (``template_answers``), its SQL
 with the question's values is checked and run; a non-empty result answers without a model call.
 
-The loop: prompt → model → extract SQL → static check (one statement, read-only, known schema) → execute
-read-only → answer. A failed check, a database error, or an unlikely empty result is fed back to the model
-for a repair round (``repair_rounds``); unsafe SQL is never repaired into running, it is refused.
+The loop: prompt (with the values the question mentions) → model → extract SQL → static check (one statement,
+read-only, known schema) with mechanical fixes → execute read-only → answer. A failed check, a database error,
+or an unlikely empty result (naming literals that match no value of their column) is fed back to the model for
+a repair round (``repair_rounds``); unsafe SQL is never repaired into running, it is refused. With voting on,
+sampled alternatives of the first prompt are run too and the result most candidates agree on answers; every
+answer carries a confidence (``voting``).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from services.core.customer_db import (
     QueryTimeout,
 )
 from services.core.sql import check_sql, extract_sql
+from services.core.values import ValueIndex
 from services.generation.answer_text import summarize
+from services.generation.candidates import Candidate, run_candidate
 from services.generation.chart import suggest_chart
-from services.generation.llm.base import LLM, AdapterRef, ChatMessage
+from services.generation.llm.base import LLM, AdapterRef, ChatMessage, Completion
 from services.generation.prompt import PromptOptions, build_prompt, build_repair_messages
+from services.generation.voting import Basis, agreement_settled, confidence, vote
 
 # Wording that makes an empty result plausible: no repair round is spent on those.
 _EMPTY_OK_WORDS = ("any ", "is there", "are there", "does ", "do ", "whether", "none", "no ")
@@ -50,6 +56,15 @@ class GenerationConfig:
     template_answers: bool = False
     #: Adapted examples tried (each is checked and run) before the model is asked.
     template_tries: int = 2
+    #: Fix mechanically what has one right fix (SQLite double-quoted strings, a literal's case) instead of
+    #: spending a repair round on it.
+    mechanical_fixes: bool = True
+    #: A literal that matches no value of the column it is compared with (the value index) makes an empty
+    #: result's repair round name the closest values.
+    value_check: bool = True
+    #: Candidates drawn for execution-consistency voting (1: the greedy answer alone). Voting stops early
+    #: when the first two agree.
+    vote_candidates: int = 1
 
 
 #: GenerationResult.model of an answer whose SQL came from a verified example.
@@ -78,6 +93,18 @@ class GenerationResult:
     sql_source: Literal["model", "example"] = "model"
     #: The project example whose SQL answered (sql_source == "example").
     example_id: str | None = None
+    #: How sure the answer is, in [0, 1], and the evidence (services.generation.voting).
+    confidence: float = 0.0
+    confidence_basis: Basis = "single_candidate"
+    #: Candidates that ran and how many of them gave the answer's result (voting).
+    candidates: int = 0
+    agreeing: int = 0
+    #: Mechanical fixes applied to the SQL that answered.
+    fixes: list[str] = field(default_factory=list)
+    value_hints: list[str] = field(default_factory=list)
+    #: Tokens per prompt part of the first prompt (prefix, examples, ...), and the model's own timings.
+    prompt_part_tokens: dict[str, int] = field(default_factory=dict)
+    model_timings: dict[str, float] = field(default_factory=dict)
 
     def preview(self, n: int) -> list[list[Any]]:
         return [list(r) for r in (self.result.rows[:n] if self.result else [])]
@@ -85,6 +112,11 @@ class GenerationResult:
 
 def _add(timings: dict[str, float], stage: str, started: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+
+def _merge_model_timings(out: GenerationResult, completion: Completion) -> None:
+    for key, value in completion.timings.items():
+        out.model_timings[key] = out.model_timings.get(key, 0.0) + value
 
 
 async def generate_answer(
@@ -100,6 +132,7 @@ async def generate_answer(
     config: GenerationConfig | None = None,
     adapter: AdapterRef | None = None,
     domain_note: str | None = None,
+    values: ValueIndex | None = None,
 ) -> GenerationResult:
     config = config or GenerationConfig()
     timings: dict[str, float] = {}
@@ -108,8 +141,12 @@ async def generate_answer(
             databases, question, schema, database_url, examples, config, timings
         )
         if from_example is not None:
+            from_example.confidence, from_example.confidence_basis = confidence(
+                from_example=True, vote_result=None, candidates=1, empty=False, repaired=False
+            )
             return _finish(from_example, question, timings)
     started = time.perf_counter()
+    hints = values.hints(question) if values is not None and config.prompt.value_hints else []
     prompt = build_prompt(
         question,
         schema,
@@ -120,105 +157,197 @@ async def generate_answer(
         budget_tokens=config.budget_tokens,
         count_tokens=llm.count_tokens,
         domain_note=domain_note,
+        value_hints=hints,
     )
     _add(timings, "prompt", started)
-    out = GenerationResult(ok=False, sql="", prompt_parts=list(prompt.parts))
+    out = GenerationResult(
+        ok=False,
+        sql="",
+        prompt_parts=list(prompt.parts),
+        value_hints=hints,
+        prompt_part_tokens=dict(prompt.part_tokens),
+    )
+    run = _Runner(llm, databases, schema, database_url, config, adapter, values, out, timings)
     messages: list[ChatMessage] = list(prompt.messages)
+    voting = config.vote_candidates >= 2
+    completion = await run.complete(messages, alternatives=1 if voting else 0)
+    alternatives = list(completion.alternatives)
     rounds_left = config.repair_rounds
     # An empty but valid result is kept in case the repair round does worse.
-    fallback: tuple[str, QueryResult, bool] | None = None
+    fallback: Candidate | None = None
+    final: Candidate | None = None
 
     while True:
-        started = time.perf_counter()
-        completion = await llm.complete(messages, max_tokens=config.max_tokens, adapter=adapter)
-        _add(timings, "llm", started)
-        out.attempts += 1
-        out.prompt_tokens += completion.prompt_tokens
-        out.completion_tokens += completion.completion_tokens
-        out.model = completion.model
-        out.adapter_version = completion.adapter_version
         previous_sql = out.sql
         sql = extract_sql(completion.text)
         if out.attempts > 1 and sql and sql != previous_sql:
             out.repaired = True
         out.sql = sql
-
         started = time.perf_counter()
-        check = check_sql(sql, schema)
-        _add(timings, "check", started)
-        out.sql = check.sql or sql
-        out.schema_valid = check.ok
-        if check.unsafe:
+        candidate = await run.candidate(sql)
+        _add(timings, "check_execute", started)
+        final = candidate
+        out.sql = candidate.sql or sql
+        out.schema_valid = candidate.schema_valid
+        if candidate.outcome == "refused":
             # Unsafe output is refused, never "repaired": a model steered into writing stays refused.
             out.error_code = ErrorCode.unsafe_sql
-            out.error_message = f"The generated statement was refused: {check.message}"
+            out.error_message = f"The generated statement was refused: {candidate.message}"
             break
-        if not check.ok and config.static_check:
-            if rounds_left > 0:
-                rounds_left -= 1
-                messages = build_repair_messages(prompt, out.sql, check.message)
-                continue
-            out.error_code = ErrorCode.invalid_sql
-            out.error_message = f"No valid SQL could be written for this question: {check.message}"
-            break
-        if check.checked is None:
-            # Without the static check (an ablation), schema errors reach the database, which reports them;
-            # but nothing runs that the check did not approve: what it cannot parse or resolve stays here.
-            out.error_code = ErrorCode.invalid_sql
-            out.error_message = f"No valid SQL could be written for this question: {check.message}"
+        problem: str | None = None
+        if candidate.outcome == "invalid":
+            schema_error = candidate.check is not None and candidate.check.code in (
+                "unknown_table",
+                "unknown_column",
+            )
+            if config.static_check and rounds_left > 0:
+                problem = candidate.message
+            elif not config.static_check and schema_error and config.execution_repair and rounds_left > 0:
+                # Without the static check (an ablation) schema errors are what the database would report.
+                problem = f"The database returned an error: {candidate.message}"
+            else:
+                out.error_code = ErrorCode.invalid_sql
+                out.error_message = f"No valid SQL could be written for this question: {candidate.message}"
+                break
+        elif candidate.outcome == "failed":
+            if config.execution_repair and rounds_left > 0:
+                problem = f"The database returned an error: {candidate.message}"
+            else:
+                out.error_code = ErrorCode.execution_failed
+                out.error_message = f"The SQL did not run: {candidate.message}"
+                break
+        else:
+            assert candidate.result is not None
+            out.executed = True
+            out.result = candidate.result
+            empty = not candidate.result.rows
             if (
-                check.code in ("unknown_table", "unknown_column")
+                empty
                 and config.execution_repair
                 and rounds_left > 0
+                and not any(w in question.lower() for w in _EMPTY_OK_WORDS)
             ):
-                rounds_left -= 1
-                messages = build_repair_messages(
-                    prompt, out.sql, f"The database returned an error: {check.message}"
-                )
-                continue
-            break
-
-        started = time.perf_counter()
-        try:
-            result = await databases.run(
-                database_url, check.checked, timeout_s=config.timeout_s, row_limit=config.row_limit
-            )
-        except (QueryFailed, QueryTimeout) as exc:
-            _add(timings, "execute", started)
-            if config.execution_repair and rounds_left > 0:
-                rounds_left -= 1
-                messages = build_repair_messages(prompt, out.sql, f"The database returned an error: {exc}")
-                continue
-            out.error_code = ErrorCode.execution_failed
-            out.error_message = f"The SQL did not run: {exc}"
-            break
-        _add(timings, "execute", started)
-        out.executed = True
-        out.result = result
-        if (
-            not result.rows
-            and config.execution_repair
-            and rounds_left > 0
-            and not any(w in question.lower() for w in _EMPTY_OK_WORDS)
-        ):
-            rounds_left -= 1
-            fallback = (out.sql, result, out.schema_valid)
-            messages = build_repair_messages(
-                prompt,
-                out.sql,
-                "The query ran but returned no rows, which is unlikely for this question. "
-                "Check the filter values against the sample values and the join conditions.",
-            )
-            continue
-        out.ok = True
-        out.error_code = None
-        out.error_message = None
-        break
+                fallback = candidate
+                problem = "The query ran but returned no rows, which is unlikely for this question. "
+                if config.value_check and candidate.value_problems:
+                    problem += "; ".join(p.message() for p in candidate.value_problems) + "."
+                else:
+                    problem += "Check the filter values against the sample values and the join conditions."
+            else:
+                out.ok = True
+                out.error_code = None
+                out.error_message = None
+                break
+        rounds_left -= 1
+        messages = build_repair_messages(prompt, out.sql, problem)
+        completion = await run.complete(messages)
 
     if not out.ok and fallback is not None and out.error_code != ErrorCode.unsafe_sql:
-        out.sql, out.result, out.schema_valid = fallback
+        final = fallback
+        out.sql, out.result, out.schema_valid = fallback.sql, fallback.result, fallback.schema_valid
         out.ok, out.executed, out.error_code, out.error_message = True, True, None, None
+
+    candidates = [final] if final is not None else []
+    if voting and final is not None and out.error_code != ErrorCode.unsafe_sql:
+        candidates = await run.vote_candidates(prompt.messages, final, alternatives)
+    outcome = vote(candidates) if candidates else None
+    if outcome is not None and candidates[outcome.winner] is not final:
+        winner = candidates[outcome.winner]
+        assert winner.result is not None
+        out.sql, out.result, out.schema_valid, out.executed = winner.sql, winner.result, True, True
+        out.ok, out.error_code, out.error_message = True, None, None
+        final = winner
+    if final is not None:
+        out.fixes = list(final.fixed)
+    out.candidates = outcome.voters if outcome is not None else 0
+    out.agreeing = outcome.agreeing if outcome is not None else 0
+    out.confidence, out.confidence_basis = confidence(
+        from_example=False,
+        vote_result=outcome,
+        candidates=len(candidates),
+        empty=bool(out.result is not None and not out.result.rows),
+        repaired=out.repaired,
+    )
+    if not out.ok:
+        out.confidence = 0.0
     return _finish(out, question, timings)
+
+
+@dataclass
+class _Runner:
+    """What one answer's model calls and candidates share."""
+
+    llm: LLM
+    databases: CustomerDatabases
+    schema: SchemaInfo
+    database_url: str
+    config: GenerationConfig
+    adapter: AdapterRef | None
+    values: ValueIndex | None
+    out: GenerationResult
+    timings: dict[str, float]
+
+    async def complete(
+        self, messages: list[ChatMessage], *, alternatives: int = 0, first_alternative: int = 0
+    ) -> Completion:
+        started = time.perf_counter()
+        completion = await self.llm.complete(
+            messages,
+            max_tokens=self.config.max_tokens,
+            adapter=self.adapter,
+            alternatives=alternatives,
+            first_alternative=first_alternative,
+        )
+        _add(self.timings, "llm", started)
+        if first_alternative == 0:
+            self.out.attempts += 1
+        self.out.prompt_tokens += completion.prompt_tokens
+        self.out.completion_tokens += completion.completion_tokens
+        self.out.model = completion.model
+        self.out.adapter_version = completion.adapter_version
+        _merge_model_timings(self.out, completion)
+        return completion
+
+    async def candidate(self, sql: str) -> Candidate:
+        return await run_candidate(
+            sql,
+            schema=self.schema,
+            databases=self.databases,
+            database_url=self.database_url,
+            values=self.values,
+            mechanical_fixes=self.config.mechanical_fixes,
+            timeout_s=self.config.timeout_s,
+            row_limit=self.config.row_limit,
+        )
+
+    async def vote_candidates(
+        self, messages: list[ChatMessage], first: Candidate, alternatives: list[str]
+    ) -> list[Candidate]:
+        """The greedy answer and sampled alternatives of the first prompt, drawn until the first two agree
+        or ``vote_candidates`` are in; alternatives after the first cost only their decoding."""
+        if not alternatives:
+            return [first]  # the backend cannot sample: the greedy answer alone
+        started = time.perf_counter()
+        wanted = self.config.vote_candidates
+        candidates = [first]
+        pending = list(alternatives)
+        drawn = len(pending)
+        while len(candidates) < wanted:
+            if not pending:
+                if agreement_settled(candidates, 2):
+                    break
+                more = await self.complete(
+                    messages, alternatives=wanted - len(candidates), first_alternative=drawn
+                )
+                pending = list(more.alternatives)
+                drawn += len(pending)
+                if not pending:
+                    break  # the backend cannot sample
+            candidates.append(await self.candidate(extract_sql(pending.pop(0))))
+            if len(candidates) == 2 and agreement_settled(candidates, 2):
+                break
+        _add(self.timings, "vote", started)
+        return candidates
 
 
 async def _answer_from_example(

@@ -5,9 +5,11 @@ models are small (0.5B and less), so the prompt stays plain and short: the reaso
 check names against the schema *silently* and reply with one ```sql block, because a small model asked to
 think aloud rambles and the answer must remain extractable.
 
-When the prompt is over its token budget, parts are dropped least useful first: sample values, then
-domain-library few-shot examples, then conversation turns before the last one, then project examples from
-the least similar, then tables unrelated to the question. The best examples are placed last, closest to the
+The system message (instructions, schema, sample values) is the same for every question of a project, so a
+local model evaluates it once per project and schema version and reuses it (``llm.llama_decode``); what varies
+comes after it. When the prompt is over its token budget, the varying parts are dropped first (library
+examples, conversation turns before the last one, project examples from the least similar, value hints), then
+sample values, then tables unrelated to the question. The best examples are placed last, closest to the
 question, where small models weigh them most.
 """
 
@@ -60,6 +62,8 @@ class PromptOptions:
     max_tables: int = 12
     max_history: int = 3
     max_samples: int = 3
+    #: Values of the database that the question mentions, with the columns that hold them.
+    value_hints: bool = True
 
     @classmethod
     def baseline(cls) -> PromptOptions:
@@ -72,6 +76,7 @@ class PromptOptions:
             examples=False,
             fewshot=False,
             relevant_tables_only=False,
+            value_hints=False,
         )
 
     @classmethod
@@ -96,6 +101,9 @@ class Prompt:
     #: Examples (project and library) that are in the prompt, best first.
     examples_used: list[ContextExample] = field(default_factory=list)
     over_budget: bool = False
+    #: Tokens per part: "prefix" (the system message), "fewshot", "examples_and_history", "value_hints",
+    #: "question".
+    part_tokens: dict[str, int] = field(default_factory=dict)
 
 
 # --- relevance ---------------------------------------------------------------------------------------------
@@ -329,8 +337,8 @@ def sql_block(sql: str) -> str:
 
 
 _EXAMPLES_NOTE = (
-    "The questions before the last one were answered correctly on this database: follow their SQL patterns, "
-    "but take every filter value from the last question."
+    "Questions answered correctly on this database may come before the last question: follow their SQL "
+    "patterns, but take every filter value from the last question."
 )
 
 
@@ -338,6 +346,14 @@ def _render_fewshot(examples: list[ContextExample]) -> str:
     # Given best first; rendered best last so the most similar example sits next to the question.
     pairs = [f"Question: {e.question.strip()}\n{sql_block(e.sql)}" for e in reversed(examples)]
     return "Examples from similar databases (their tables may differ from this schema):\n" + "\n".join(pairs)
+
+
+def _with_values(question: str, hints: list[str]) -> str:
+    """The question, then the database values it mentions: on the question's own line they stay tied to it
+    (a separate message made a small model treat them as a question of their own)."""
+    if not hints:
+        return question
+    return f"{question}\n(Database values: {'; '.join(hints)}.)"
 
 
 def _example_turns(examples: list[ContextExample]) -> list[ChatMessage]:
@@ -361,6 +377,8 @@ def _history_turns(turns: list[Turn]) -> list[ChatMessage]:
 
 
 def _system_text(dialect: str, options: PromptOptions, samples_shown: bool, domain_note: str | None) -> str:
+    """The fixed instructions: the same text for every question of a project (no per-question part), so the
+    whole system message, schema included, is a prefix the model evaluates once."""
     name = DIALECT_NAMES.get(dialect, dialect)
     if not options.reasoning:
         lines = [f"Write one {name} SQL query that answers the question about the database below."]
@@ -377,6 +395,9 @@ def _system_text(dialect: str, options: PromptOptions, samples_shown: bool, doma
         ]
         if samples_shown:
             lines.append("Spell filter values exactly as in the sample values.")
+        if options.examples:
+            # Small models copy literal values from demonstrations; say which question the values come from.
+            lines.append(_EXAMPLES_NOTE)
         lines.append("Reply with exactly one SQL query in a ```sql code block and nothing else.")
     if domain_note:
         lines.append(f"About this data: {domain_note.strip()}")
@@ -393,6 +414,7 @@ class _State:
     fewshot: list[ContextExample]
     history: list[tuple[int, Turn]]
     examples: list[ContextExample]
+    values: list[str]
 
 
 def build_prompt(
@@ -406,8 +428,16 @@ def build_prompt(
     budget_tokens: int = 3072,
     count_tokens: Callable[[str], int] = estimate_tokens,
     domain_note: str | None = None,
+    value_hints: list[str] | None = None,
 ) -> Prompt:
-    """The chat messages for ``question``, fitted into ``budget_tokens`` by dropping the least useful parts."""
+    """The chat messages for ``question``, fitted into ``budget_tokens`` by dropping the least useful parts.
+
+    Order: the system message (instructions, domain note, schema with sample values) is the same for every
+    question of a project and schema version, so a model can evaluate it once and reuse it; then what varies:
+    library examples, project examples and conversation turns as chat turns, values the question mentions,
+    and the question. Over budget, the varying parts go first (library examples, earlier turns, project
+    examples from the least similar, value hints), then sample values, then tables unrelated to the question.
+    """
     options = options or PromptOptions()
     dialect = schema.dialect
     project_examples = list(examples or []) if options.examples else []
@@ -429,6 +459,7 @@ def build_prompt(
         fewshot=library_examples,
         history=numbered_turns,
         examples=project_examples,
+        values=list(value_hints or []) if options.value_hints else [],
     )
 
     def render() -> tuple[list[ChatMessage], list[str]]:
@@ -444,13 +475,10 @@ def build_prompt(
         parts.append("schema")
         if state.samples:
             parts.append("sample_values")
-        if state.fewshot:
-            blocks.append(_render_fewshot(state.fewshot))
-            parts.append("fewshot")
-        if state.examples:
-            # Small models copy literal values from demonstrations; say which question the values come from.
-            blocks.append(_EXAMPLES_NOTE)
         messages = [ChatMessage(role="system", content="\n\n".join(blocks))]
+        if state.fewshot:
+            messages.append(ChatMessage(role="user", content=_render_fewshot(state.fewshot)))
+            parts.append("fewshot")
         if state.examples:
             messages += _example_turns(state.examples)
             parts.append("examples")
@@ -458,22 +486,26 @@ def build_prompt(
         if history_turns:
             messages += history_turns
             parts.append("history")
-        messages.append(ChatMessage(role="user", content=question.strip()))
+        if state.values:
+            parts.append("value_hints")
+        messages.append(ChatMessage(role="user", content=_with_values(question.strip(), state.values)))
         return messages, parts
 
     def measure(messages: list[ChatMessage]) -> int:
         return sum(count_tokens(m["content"]) + _MESSAGE_OVERHEAD for m in messages)
 
     def drop_steps() -> Iterator[str]:
-        if state.samples:
-            state.samples = False
-            yield "sample_values"
         while state.fewshot:
             yield f"fewshot:{state.fewshot.pop().example_id}"
         while len(state.history) > 1:
             yield f"history:{state.history.pop(0)[0]}"
         while state.examples:
             yield f"example:{state.examples.pop().example_id}"
+        while state.values:
+            yield f"value:{state.values.pop()}"
+        if state.samples:
+            state.samples = False
+            yield "sample_values"
         yield from drop_tables(lambda t: priority.get(t.name, 0.0) < 10.0)
         while state.history:
             yield f"history:{state.history.pop(0)[0]}"
@@ -510,7 +542,29 @@ def build_prompt(
         tables=[t.name for t in state.tables],
         examples_used=[*state.examples, *state.fewshot],
         over_budget=tokens > budget_tokens,
+        part_tokens=_part_tokens(messages, parts, count_tokens),
     )
+
+
+def _part_tokens(
+    messages: list[ChatMessage], parts: list[str], count: Callable[[str], int]
+) -> dict[str, int]:
+    """Tokens per part (what each part costs, for the benchmark): the system message as 'prefix', then each
+    varying part's messages."""
+    out = {"prefix": count(messages[0]["content"]) + _MESSAGE_OVERHEAD}
+    rest = messages[1:-1]
+    names = [p for p in parts if p in ("fewshot", "examples", "history", "value_hints")]
+    index = 0
+    if "fewshot" in names:
+        out["fewshot"] = count(rest[index]["content"]) + _MESSAGE_OVERHEAD
+        index += 1
+    out["examples_and_history"] = sum(count(m["content"]) + _MESSAGE_OVERHEAD for m in rest[index:])
+    out["question"] = count(messages[-1]["content"]) + _MESSAGE_OVERHEAD
+    if "value_hints" in names:
+        bare = count(messages[-1]["content"].split("\n(Database values:", 1)[0]) + _MESSAGE_OVERHEAD
+        out["value_hints"] = out["question"] - bare
+        out["question"] = bare
+    return out
 
 
 def build_repair_messages(prompt: Prompt, sql: str, error: str) -> list[ChatMessage]:

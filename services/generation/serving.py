@@ -88,13 +88,29 @@ class AdapterRoutingLLM:
         return self._adapted
 
     async def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        adapter: AdapterRef | None = None,
+        alternatives: int = 0,
+        first_alternative: int = 0,
     ) -> Completion:
-        if adapter is None:
-            return await self.base.complete(messages, max_tokens=max_tokens)
-        if self._base_serves(adapter):
-            return await self.base.complete(messages, max_tokens=max_tokens, adapter=adapter)
-        return await self._adapted_llm().complete(messages, max_tokens=max_tokens, adapter=adapter)
+        if adapter is None or self._base_serves(adapter):
+            return await self.base.complete(
+                messages,
+                max_tokens=max_tokens,
+                adapter=adapter,
+                alternatives=alternatives,
+                first_alternative=first_alternative,
+            )
+        return await self._adapted_llm().complete(
+            messages,
+            max_tokens=max_tokens,
+            adapter=adapter,
+            alternatives=alternatives,
+            first_alternative=first_alternative,
+        )
 
     def _base_serves(self, adapter: AdapterRef) -> bool:
         # Raises AdapterMismatch for another project's adapter rather than routing it anywhere.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class Project:
     canary_share: float
     #: What the project's database account may do beyond reading its schema (empty when it is read-only).
     role_warnings: tuple[str, ...] = ()
+    #: When the project's column values were last collected (value grounding); None before the first time.
+    values_collected_at: dt.datetime | None = None
 
 
 def _project(row: asyncpg.Record) -> Project:
@@ -46,6 +49,7 @@ def _project(row: asyncpg.Record) -> Project:
         training_threshold=row["training_threshold"],
         canary_share=float(row["canary_share"]),
         role_warnings=tuple(row["role_warnings"] or ()) if "role_warnings" in row else (),
+        values_collected_at=row["values_collected_at"] if "values_collected_at" in row else None,
     )
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncpg
 
 from services.common.schema import SchemaInfo
+from services.core.column_values_store import replace_values
 from services.core.customer_db import (
     BadDatabaseURL,
+    CustomerDatabases,
     DatabaseUnavailable,
     RoleReport,
     dialect_of,
@@ -16,6 +18,7 @@ from services.core.customer_db import (
     readonly_role_sql,
 )
 from services.core.customer_db.urls import server_url
+from services.core.values import ColumnValues
 from services.query.projects import ProjectError, record_role_warnings, store_schema_version, upsert_project
 from services.retrieval.index import VectorIndex
 
@@ -65,6 +68,13 @@ async def register_project(
     )
     await record_role_warnings(pool, project_id, role.lines())
     version_id, changed = await store_schema_version(pool, project_id, schema)
+    # Values are collected after the schema, with its row counts; a database that will not give them is
+    # still registered (answers then go without value hints).
+    try:
+        values = await collect_values(database_url, schema)
+    except DatabaseUnavailable:
+        values = []
+    await replace_values(pool, project_id, values)
     if changed:
         from services.retrieval.examples import mark_stale_for_schema
         from services.retrieval.index_pgvector import PgVectorIndex
@@ -91,3 +101,11 @@ def privileged_role_message(role: RoleReport, database_url: str, schema: SchemaI
         "or pass --allow-privileged-role to register with this account anyway (the warning stays in "
         "`querylift status`)."
     )
+
+
+async def collect_values(database_url: str, schema: SchemaInfo) -> list[ColumnValues]:
+    databases = CustomerDatabases()
+    try:
+        return await databases.column_values(database_url, schema)
+    finally:
+        await databases.close()

@@ -17,6 +17,7 @@ from services.core.customer_db.sqlite import SQLiteEngine
 from services.core.customer_db.urls import dialect_of
 from services.core.customer_db.values import QueryLimits
 from services.core.sql import CheckedSql, SqlCheck, check_sql
+from services.core.values import ColumnValues
 
 
 class CustomerDatabases:
@@ -75,6 +76,12 @@ class CustomerDatabases:
 
     async def discover(self, url: str, *, sample_values: int = 3, timeout_s: float = 10.0) -> SchemaInfo:
         return await self._engines[dialect_of(url)].discover(url, sample_values, timeout_s)
+
+    async def column_values(
+        self, url: str, schema: SchemaInfo, *, timeout_s: float = 10.0
+    ) -> list[ColumnValues]:
+        """The distinct short text values of each text column, bounded (for value grounding)."""
+        return await self._engines[dialect_of(url)].column_values(url, schema, timeout_s)
 
     async def inspect_role(
         self, url: str, namespace: str | None = None, *, timeout_s: float = 10.0

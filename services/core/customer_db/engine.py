@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 from services.common.schema import SchemaInfo
 from services.core.customer_db.values import QueryLimits
+from services.core.values import ColumnValues
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Engine(Protocol):
     async def discover(self, url: str, sample_values: int, timeout_s: float) -> SchemaInfo: ...
 
     async def ping(self, url: str, timeout_s: float) -> bool: ...
+
+    async def column_values(self, url: str, schema: SchemaInfo, timeout_s: float) -> list[ColumnValues]: ...
 
     async def inspect_role(self, url: str, namespace: str | None, timeout_s: float) -> RoleReport: ...
 

@@ -25,7 +25,16 @@ from services.common.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.customer_db.engine import QueryResult, RoleFinding, RoleReport
 from services.core.customer_db.errors import BadDatabaseURL, DatabaseUnavailable, QueryFailed, QueryTimeout
 from services.core.customer_db.urls import describe_server, redact, scrub, server_url
-from services.core.customer_db.values import QueryLimits, ResultBudget, is_binary, samples
+from services.core.customer_db.values import (
+    VALUE_SCAN_ROWS,
+    QueryLimits,
+    ResultBudget,
+    column_values_sql,
+    is_binary,
+    is_textual,
+    samples,
+)
+from services.core.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, MAX_VALUES_PER_PROJECT, ColumnValues
 
 SAMPLE_SCAN_ROWS = 1000
 UNREACHABLE = {2002, 2003, 2005, 2006, 2013, 1040, 1203}
@@ -186,6 +195,49 @@ class MySQLEngine:
         except pymysql.err.MySQLError as error:
             raise DatabaseUnavailable(
                 scrub(f"cannot read the schema of {describe_server(url, 3306)}: {error}", url)
+            ) from None
+        finally:
+            conn.close()
+
+    async def column_values(self, url: str, schema: SchemaInfo, timeout_s: float) -> list[ColumnValues]:
+        conn = await connect(url, timeout_s)
+        out: list[ColumnValues] = []
+        total = 0
+        try:
+            await _prepare_session(conn, timeout_s)
+            await fetch(conn, "START TRANSACTION READ ONLY")
+            for table in schema.tables:
+                for column in table.columns:
+                    if total >= MAX_VALUES_PER_PROJECT:
+                        return out
+                    if not is_textual(column.type):
+                        continue
+                    sql = column_values_sql(
+                        quote(column.name),
+                        quote(table.name),
+                        text_cast="CAST({} AS CHAR)",
+                        length="CHAR_LENGTH({})",
+                        max_chars=MAX_VALUE_CHARS,
+                        limit=MAX_VALUES_PER_COLUMN,
+                    )
+                    try:
+                        values = [str(r[0]) for r in await fetch(conn, sql)]
+                    except pymysql.err.MySQLError:
+                        continue
+                    if values:
+                        complete = (
+                            len(values) <= MAX_VALUES_PER_COLUMN and (table.row_count or 0) <= VALUE_SCAN_ROWS
+                        )
+                        out.append(
+                            ColumnValues(
+                                table.name, column.name, tuple(values[:MAX_VALUES_PER_COLUMN]), complete
+                            )
+                        )
+                        total += len(values)
+            return out
+        except pymysql.err.MySQLError as error:
+            raise DatabaseUnavailable(
+                scrub(f"cannot read the values of {describe_server(url, 3306)}: {error}", url)
             ) from None
         finally:
             conn.close()

@@ -24,7 +24,17 @@ from services.common.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.customer_db.engine import QueryResult, RoleFinding, RoleReport
 from services.core.customer_db.errors import BadDatabaseURL, DatabaseUnavailable, QueryFailed, QueryTimeout
 from services.core.customer_db.urls import describe_server, pg_dsn, pg_schema, redact, scrub
-from services.core.customer_db.values import QueryLimits, ResultBudget, is_binary, oversized, samples
+from services.core.customer_db.values import (
+    VALUE_SCAN_ROWS,
+    QueryLimits,
+    ResultBudget,
+    column_values_sql,
+    is_binary,
+    is_textual,
+    oversized,
+    samples,
+)
+from services.core.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, MAX_VALUES_PER_PROJECT, ColumnValues
 
 SAMPLE_SCAN_ROWS = 1000
 #: Server settings every connection starts with. standard_conforming_strings: backslashes in '...' are plain
@@ -267,6 +277,48 @@ class PostgresEngine:
             raise DatabaseUnavailable(
                 scrub(f"cannot read the schema of {describe_server(url, 5432)}: {error}", url)
             ) from None
+        finally:
+            await conn.close()
+
+    async def column_values(self, url: str, schema: SchemaInfo, timeout_s: float) -> list[ColumnValues]:
+        namespace = schema.namespace or pg_schema(url)
+        conn = await connect(url, timeout_s)
+        out: list[ColumnValues] = []
+        total = 0
+        try:
+            async with conn.transaction(readonly=True):
+                await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+                for table in schema.tables:
+                    for column in table.columns:
+                        if total >= MAX_VALUES_PER_PROJECT:
+                            return out
+                        if not is_textual(column.type):
+                            continue
+                        sql = column_values_sql(
+                            quote(column.name),
+                            f"{quote(namespace)}.{quote(table.name)}",
+                            text_cast="{}::text",
+                            length="char_length({})",
+                            max_chars=MAX_VALUE_CHARS,
+                            limit=MAX_VALUES_PER_COLUMN,
+                        )
+                        try:
+                            async with conn.transaction():  # a savepoint: one slow column skips only itself
+                                values = [r["v"] for r in await conn.fetch(sql)]
+                        except asyncpg.PostgresError:
+                            continue
+                        if values:
+                            complete = (
+                                len(values) <= MAX_VALUES_PER_COLUMN
+                                and (table.row_count or 0) <= VALUE_SCAN_ROWS
+                            )
+                            out.append(
+                                ColumnValues(
+                                    table.name, column.name, tuple(values[:MAX_VALUES_PER_COLUMN]), complete
+                                )
+                            )
+                            total += len(values)
+            return out
         finally:
             await conn.close()
 

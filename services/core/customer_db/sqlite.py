@@ -10,11 +10,12 @@ import sqlite3
 from services.common.schema import SchemaInfo
 from services.core.customer_db.engine import QueryResult, RoleFinding, RoleReport
 from services.core.customer_db.errors import DatabaseUnavailable
-from services.core.customer_db.sqlite_statement import close_idle, connect, discover
+from services.core.customer_db.sqlite_statement import close_idle, column_values, connect, discover
 from services.core.customer_db.sqlite_workers import SQLiteWorkers
 from services.core.customer_db.urls import sqlite_path
 from services.core.customer_db.values import QueryLimits
 from services.core.sql.functions import sqlite_function_names
+from services.core.values import ColumnValues
 
 
 class SQLiteEngine:
@@ -30,6 +31,9 @@ class SQLiteEngine:
 
     async def discover(self, url: str, sample_values: int, timeout_s: float) -> SchemaInfo:
         return await asyncio.to_thread(discover, url, sample_values, timeout_s)
+
+    async def column_values(self, url: str, schema: SchemaInfo, timeout_s: float) -> list[ColumnValues]:
+        return await asyncio.to_thread(column_values, url, schema, timeout_s)
 
     async def ping(self, url: str, timeout_s: float) -> bool:
         def _ping() -> None:

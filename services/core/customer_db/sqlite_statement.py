@@ -23,7 +23,15 @@ from services.common.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.customer_db.engine import QueryResult
 from services.core.customer_db.errors import DatabaseUnavailable, QueryFailed, QueryTimeout
 from services.core.customer_db.urls import sqlite_path
-from services.core.customer_db.values import QueryLimits, ResultBudget, is_binary, samples
+from services.core.customer_db.values import (
+    VALUE_SCAN_ROWS,
+    QueryLimits,
+    ResultBudget,
+    is_binary,
+    is_textual,
+    samples,
+)
+from services.core.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, MAX_VALUES_PER_PROJECT, ColumnValues
 
 #: Rows scanned per column to find distinct samples, so discovery stays fast on large tables.
 SAMPLE_SCAN_ROWS = 1000
@@ -283,6 +291,44 @@ def discover(url: str, sample_values: int, timeout_s: float) -> SchemaInfo:
     finally:
         _INTERRUPTER.disarm(deadline)
         conn.close()
+
+
+def column_values(url: str, schema: SchemaInfo, timeout_s: float) -> list[ColumnValues]:
+    """The most frequent distinct short text values of each text column (see services.core.values)."""
+    conn = connect(url, timeout_s)
+    out: list[ColumnValues] = []
+    total = 0
+    try:
+        for table in schema.tables:
+            for column in table.columns:
+                if total >= MAX_VALUES_PER_PROJECT:
+                    return out
+                if not is_textual(column.type):
+                    continue
+                col, quoted = _quote(column.name), _quote(table.name)
+                sql = (
+                    f"SELECT v FROM (SELECT {col} AS v FROM {quoted} WHERE typeof({col}) = 'text' "
+                    f"LIMIT {VALUE_SCAN_ROWS}) s WHERE length(v) BETWEEN 1 AND {MAX_VALUE_CHARS} "
+                    f"GROUP BY v ORDER BY COUNT(*) DESC, v LIMIT {MAX_VALUES_PER_COLUMN + 1}"
+                )
+                deadline = _INTERRUPTER.arm(conn, timeout_s)
+                try:
+                    values = [r[0] for r in conn.execute(sql).fetchall()]
+                except sqlite3.DatabaseError:
+                    continue  # too slow or unreadable: this column is simply not indexed
+                finally:
+                    _INTERRUPTER.disarm(deadline)
+                if values:
+                    out.append(_column_values(table.name, column.name, values, table.row_count))
+                    total += len(values)
+        return out
+    finally:
+        conn.close()
+
+
+def _column_values(table: str, column: str, values: list[str], row_count: int | None) -> ColumnValues:
+    complete = len(values) <= MAX_VALUES_PER_COLUMN and (row_count or 0) <= VALUE_SCAN_ROWS
+    return ColumnValues(table, column, tuple(values[:MAX_VALUES_PER_COLUMN]), complete)
 
 
 def close_idle() -> None:

@@ -73,6 +73,28 @@ def is_binary(type_name: str) -> bool:
     return bool(_BINARY_TYPE.search(type_name))
 
 
+_TEXT_TYPE = re.compile(r"char|text|clob|string|enum|citext|name|^$", re.I)
+#: Rows read per column when collecting its distinct values, so registration stays fast on large tables.
+VALUE_SCAN_ROWS = 200_000
+
+
+def is_textual(type_name: str) -> bool:
+    """Whether a column's declared type holds text (SQLite columns without a declared type may too)."""
+    return bool(_TEXT_TYPE.search(type_name.strip())) and not is_binary(type_name)
+
+
+def column_values_sql(
+    column: str, table: str, *, text_cast: str, length: str, max_chars: int, limit: int
+) -> str:
+    """The most frequent distinct short text values of one column, at most ``limit`` + 1 (one more than kept
+    tells whether the column has more), read from at most VALUE_SCAN_ROWS rows. Identifiers come quoted."""
+    return (
+        f"SELECT v FROM (SELECT {text_cast.format(column)} AS v FROM {table} WHERE {column} IS NOT NULL "
+        f"LIMIT {VALUE_SCAN_ROWS}) s WHERE {length.format('v')} BETWEEN 1 AND {max_chars} "
+        f"GROUP BY v ORDER BY COUNT(*) DESC, v LIMIT {limit + 1}"
+    )
+
+
 def oversized(size: int, limit: int) -> str:
     """What stands in a result for a value the database did not send because it was too large."""
     return f"<value of {size} bytes, over the {limit}-byte limit>"

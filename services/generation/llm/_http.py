@@ -90,7 +90,13 @@ class HTTPChatLLM(ABC):
         """(text, prompt tokens, completion tokens) of a reply; a count is None when the server gave none."""
 
     async def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        adapter: AdapterRef | None = None,
+        alternatives: int = 0,
+        first_alternative: int = 0,
     ) -> Completion:
         model, adapter_version = self.model_for(adapter)
         started = time.perf_counter()

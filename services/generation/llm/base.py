@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
 
@@ -33,6 +33,10 @@ class Completion:
     model: str
     seconds: float
     adapter_version: int | None = None
+    #: Sampled alternatives to ``text`` (execution-consistency voting), when asked for and supported.
+    alternatives: list[str] = field(default_factory=list)
+    #: Where the time went (queue, prompt, decode seconds; prompt tokens reused, drafted, accepted), when known.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class ModelUnavailable(Exception):
@@ -47,9 +51,18 @@ class LLM(Protocol):
     name: str
 
     async def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        adapter: AdapterRef | None = None,
+        alternatives: int = 0,
+        first_alternative: int = 0,
     ) -> Completion:
-        """Deterministic (greedy) completion of a chat; raises ModelUnavailable."""
+        """Deterministic (greedy) completion of a chat, plus up to ``alternatives`` sampled ones (seeded, so
+        also reproducible) where the backend can sample; raises ModelUnavailable. With ``first_alternative``
+        n > 0 only alternatives n+1, n+2, ... are drawn (``text`` is then empty): more candidates for the
+        same chat, at the cost of their decoding alone where the backend keeps the evaluated prompt."""
         ...
 
     def count_tokens(self, text: str) -> int: ...

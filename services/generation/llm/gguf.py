@@ -2,7 +2,9 @@
 
 One model instance per (file, context, threads, LoRA) per process, shared by every GGUFLLM that asks for it:
 loading is the slow part, and several backends in one process must not hold several copies. llama.cpp is not
-re-entrant, so each loaded model has a lock and completions run in a worker thread, one at a time.
+re-entrant, so each loaded model has a lock and completions run in a worker thread, one at a time (the time a
+completion waits for the lock is reported as its queue time). Prompts are evaluated and answers decoded by
+``llama_decode``: a project's prompt prefix once, prompt-lookup drafts, a stop at the end of the SQL block.
 
 A project's adapter is served here when it is a GGUF LoRA: a ``.gguf`` file, or a trained adapter folder
 holding ``adapter.gguf`` converted for this very base model (see services.training.gguf_lora).
@@ -32,6 +34,13 @@ from services.generation.llm.base import (
     Completion,
     ModelUnavailable,
 )
+from services.generation.llm.llama_decode import (
+    Decoded,
+    DecodeOptions,
+    DecodeReport,
+    LlamaDecoder,
+    PrefixStates,
+)
 from services.generation.model_files import ModelFileError, resolve_gguf
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,10 @@ class _Key:
 class _Loaded:
     model: Any  # llama_cpp.Llama
     lock: threading.Lock
+    decoder: LlamaDecoder
+    #: The model's chat template, rendering a whole chat (with the assistant's turn opened) and a prefix.
+    chat: Any
+    prefix_chat: Any
 
 
 _models: dict[_Key, _Loaded] = {}
@@ -80,7 +93,24 @@ def _model_params_without_extra_buffers() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
-def _load(key: _Key, extra_buffers: bool, max_adapted: int) -> _Loaded:
+def _chat_formatters(model: Any) -> tuple[Any, Any]:
+    """The chat template stored in the GGUF file, as llama-cpp-python reads it: once with the assistant's turn
+    opened (the prompt) and once without (to find where the system message ends)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = model.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ModelUnavailable(f"{model.model_path} has no chat template")
+    eos = model._model.token_get_text(model.token_eos())
+    bos_id = model.token_bos()
+    bos = model._model.token_get_text(bos_id) if bos_id != -1 else ""
+    return (
+        Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos),
+        Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=False),
+    )
+
+
+def _load(key: _Key, extra_buffers: bool, max_adapted: int, prefix_states: int = 8) -> _Loaded:
     with _load_lock:
         loaded = _models.get(key)
         if loaded is not None:
@@ -119,7 +149,14 @@ def _load(key: _Key, extra_buffers: bool, max_adapted: int) -> _Loaded:
                 "seconds": round(time.perf_counter() - started, 2),
             },
         )
-        loaded = _Loaded(model=model, lock=threading.Lock())
+        chat, prefix_chat = _chat_formatters(model)
+        loaded = _Loaded(
+            model=model,
+            lock=threading.Lock(),
+            decoder=LlamaDecoder(model, PrefixStates(prefix_states)),
+            chat=chat,
+            prefix_chat=prefix_chat,
+        )
         _models[key] = loaded
         if key.lora_path is not None:
             _adapted[key] = None
@@ -142,12 +179,10 @@ class GGUFLLM:
         *,
         model: str | None = None,
         extra_buffers: bool = False,
-        prefix_cache: bool = False,
     ) -> None:
         self.settings = settings
         self._model_name = model or settings.llm_model
         self._extra_buffers = extra_buffers
-        self._prefix_cache = prefix_cache
         self._path: Path | None = None
         self._warned_adapter = False
         is_file = self._model_name.lower().endswith(".gguf")
@@ -173,8 +208,14 @@ class GGUFLLM:
 
     def load(self, adapter: AdapterRef | None = None) -> _Loaded:
         """Load (once per process) the model, with the adapter when it is a GGUF LoRA file."""
+        return self._loaded(self._lora_path(adapter))
+
+    def _loaded(self, lora_path: str | None) -> _Loaded:
         return _load(
-            self._key(self._lora_path(adapter)), self._extra_buffers, self.settings.adapter_cache_size
+            self._key(lora_path),
+            self._extra_buffers,
+            self.settings.adapter_cache_size,
+            self.settings.llm_prefix_cache_size,
         )
 
     def adapter_file(self, adapter: AdapterRef) -> Path | None:
@@ -229,49 +270,89 @@ class GGUFLLM:
             self._warned_adapter = True
         return None
 
+    def prompt_tokens(self, loaded: _Loaded, messages: list[ChatMessage]) -> tuple[list[int], int]:
+        """The chat's tokens and how many of them are its reusable prefix (the system message): the prefix
+        is where the text of the system message alone ends and the tokens agree."""
+        model = loaded.model
+        chat = [dict(m) for m in messages]
+        text = loaded.chat(messages=chat).prompt
+        tokens: list[int] = model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if not (self.settings.llm_prefix_reuse and chat and chat[0]["role"] == "system" and len(chat) > 1):
+            return tokens, 0
+        prefix_text = loaded.prefix_chat(messages=chat[:1]).prompt
+        if not text.startswith(prefix_text):
+            return tokens, 0
+        prefix = model.tokenize(prefix_text.encode("utf-8"), add_bos=False, special=True)
+        return tokens, len(prefix) if tokens[: len(prefix)] == prefix else 0
+
     def _complete_sync(
-        self, messages: list[ChatMessage], max_tokens: int, lora_path: str | None
-    ) -> dict[str, Any]:
-        loaded = _load(self._key(lora_path), self._extra_buffers, self.settings.adapter_cache_size)
+        self,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        lora_path: str | None,
+        alternatives: int,
+        first_alternative: int,
+    ) -> tuple[DecodeReport, float]:
+        loaded = self._loaded(lora_path)
+        waiting = time.perf_counter()
         with loaded.lock:
-            if not self._prefix_cache:
-                # Reusing the cached prompt prefix re-evaluates only the tail in a smaller batch, which
-                # changes the numerics enough to flip greedy choices: the same prompt must give the same SQL.
-                loaded.model.reset()
+            queued = time.perf_counter() - waiting
+            tokens, prefix_len = self.prompt_tokens(loaded, messages)
             try:
-                response: dict[str, Any] = loaded.model.create_chat_completion(
-                    messages=[dict(m) for m in messages],
-                    temperature=0.0,
-                    top_k=1,
-                    seed=self.settings.llm_seed,
-                    max_tokens=max_tokens,
-                    stream=False,
-                )
+                logits, report = loaded.decoder.evaluate(tokens, prefix_len)
             except ValueError as exc:
-                # llama-cpp raises ValueError when the prompt does not fit the context window.
                 raise ModelUnavailable(
                     f"The prompt does not fit the model context ({self.settings.llm_context_tokens} tokens): "
-                    f"{exc}; "
-                    "lower QUERYLIFT_PROMPT_TOKEN_BUDGET or raise QUERYLIFT_LLM_CONTEXT_TOKENS"
+                    f"{exc}; lower QUERYLIFT_PROMPT_TOKEN_BUDGET or raise QUERYLIFT_LLM_CONTEXT_TOKENS"
                 ) from exc
-        return response
+            options = DecodeOptions(max_tokens=max_tokens, lookup_tokens=self.settings.llm_lookup_tokens)
+            if first_alternative == 0:
+                loaded.decoder.decode(logits, len(tokens), options, report)
+            for i in range(first_alternative, first_alternative + alternatives):
+                loaded.decoder.decode(
+                    logits,
+                    len(tokens),
+                    options,
+                    report,
+                    temperature=self.settings.llm_vote_temperature,
+                    seed=self.settings.llm_seed + 1 + i,
+                )
+        return report, queued
 
     async def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        adapter: AdapterRef | None = None,
+        alternatives: int = 0,
+        first_alternative: int = 0,
     ) -> Completion:
         lora_path = self._lora_path(adapter)
         started = time.perf_counter()
-        response = await asyncio.to_thread(self._complete_sync, messages, max_tokens, lora_path)
-        choice = response["choices"][0]
-        usage = response.get("usage") or {}
-        text = choice["message"].get("content") or ""
+        report, queued = await asyncio.to_thread(
+            self._complete_sync, messages, max_tokens, lora_path, alternatives, first_alternative
+        )
+        answers = list(report.answers)
+        best = answers.pop(0) if first_alternative == 0 else Decoded(text="", tokens=0)
+        others = answers
         return Completion(
-            text=text,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
+            text=best.text,
+            prompt_tokens=report.prompt_tokens,
+            completion_tokens=sum(a.tokens for a in report.answers),
             model=self.name,
             seconds=time.perf_counter() - started,
             adapter_version=adapter.version if adapter is not None and lora_path is not None else None,
+            alternatives=[a.text for a in others],
+            timings={
+                "queue_s": queued,
+                "prompt_s": report.prompt_s,
+                "decode_s": report.decode_s,
+                "prompt_tokens_reused": float(report.reused_tokens),
+                "drafted_tokens": float(report.drafted),
+                "accepted_tokens": float(report.accepted),
+                "answer_tokens": float(best.tokens),
+            },
         )
 
     def count_tokens(self, text: str) -> int:

@@ -49,8 +49,11 @@ class ScriptedLLM:
         default: Response | None = None,
         latency_s: float = 0.0,
         name: str = "scripted",
+        alternatives: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         self.rules: list[tuple[Callable[[str], bool], Response]] = [(self._matcher(m), r) for m, r in rules]
+        #: The sampled alternatives a voting caller gets for a question (at most as many as asked for).
+        self.alternatives_for = alternatives
         self.default = default
         self.latency_s = latency_s
         self.name = name
@@ -75,7 +78,13 @@ class ScriptedLLM:
         return self.default
 
     async def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        adapter: AdapterRef | None = None,
+        alternatives: int = 0,
+        first_alternative: int = 0,
     ) -> Completion:
         started = time.perf_counter()
         text = last_user_message(messages)
@@ -87,6 +96,10 @@ class ScriptedLLM:
         if isinstance(response, BaseException):
             raise response
         answer = response if isinstance(response, str) else response(text)
+        drawn = list(self.alternatives_for(text)) if self.alternatives_for and alternatives else []
+        others = drawn[first_alternative : first_alternative + alternatives]
+        if first_alternative:
+            answer = ""  # only more alternatives were asked for
         call.response = answer
         return Completion(
             text=answer,
@@ -95,6 +108,7 @@ class ScriptedLLM:
             model=self.name,
             seconds=time.perf_counter() - started,
             adapter_version=adapter.version if adapter is not None else None,
+            alternatives=others,
         )
 
     def count_tokens(self, text: str) -> int:

@@ -191,7 +191,13 @@ class TransformersLLM:
         )
 
     async def complete(
-        self, messages: list[ChatMessage], *, max_tokens: int, adapter: AdapterRef | None = None
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        adapter: AdapterRef | None = None,
+        alternatives: int = 0,
+        first_alternative: int = 0,
     ) -> Completion:
         return await asyncio.to_thread(self._generate, messages, max_tokens, adapter)
 

@@ -1,0 +1,327 @@
+"""Prompt evaluation and decoding on a loaded llama.cpp model, for answers in seconds on a CPU.
+
+* **A project's prefix is evaluated once.** The prompt's system message (instructions, schema, sample values:
+  fixed per project and schema version) is evaluated as batches of its own and its KV state kept; a later
+  prompt with the same prefix reuses it, from the live KV cache when it still holds it, else from a small LRU
+  of saved states (``PrefixStates``, across projects). The rest of the prompt is always evaluated from the
+  same position in the same batches, so an answer is bit for bit the same with a warm cache and a cold one.
+* **Prompt-lookup drafts.** SQL mostly copies names and clauses from the prompt: after each token, the tokens
+  that followed the latest matching n-gram in the prompt (or in the answer so far) are proposed and checked in
+  one batch; the ones the model agrees with are kept (greedy verification, so the text is what greedy
+  decoding of those logits gives).
+* **Stop at the end of the SQL block**, not at the model's end-of-turn: nothing after it is used.
+* **Alternatives cost only their decoding.** Sampled alternatives (for execution-consistency voting) restart
+  from the evaluated prompt: the KV cache is cut back to the prompt's end, no prompt is evaluated again.
+
+Nothing here knows about SQL beyond the code fence that ends an answer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: The end of an answer: the fence that closes the ```sql block.
+_FENCE = "```"
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    max_tokens: int
+    #: n-gram size matched for prompt-lookup drafts, and how many tokens are proposed (0: no drafts).
+    lookup_ngram: int = 3
+    lookup_tokens: int = 8
+    #: Stop once the reply's ```sql block is closed.
+    stop_after_sql_block: bool = True
+
+
+@dataclass
+class Decoded:
+    text: str
+    tokens: int
+
+
+@dataclass
+class DecodeReport:
+    """What one completion cost: the prompt tokens evaluated (not reused), time per phase, drafts."""
+
+    prompt_tokens: int
+    evaluated_tokens: int
+    reused_tokens: int
+    #: "prompt" (the whole prompt still in the cache), "kv" (its prefix still in the cache), "saved" (the
+    #: prefix restored), "evaluated", "none"
+    prefix_source: str
+    prompt_s: float
+    decode_s: float
+    drafted: int = 0
+    accepted: int = 0
+    answers: list[Decoded] = field(default_factory=list)
+
+
+class PrefixStates:
+    """Saved KV states of evaluated prefixes, least recently used dropped first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[str, bytes] = OrderedDict()
+
+    @staticmethod
+    def key(tokens: Sequence[int]) -> str:
+        return hashlib.sha256(np.asarray(tokens, dtype=np.int32).tobytes()).hexdigest()
+
+    def get(self, key: str) -> bytes | None:
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def put(self, key: str, state: bytes) -> None:
+        if self.capacity <= 0:
+            return
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+def lookup_draft(
+    tokens: npt.NDArray[np.intc], ngram: int, count: int, min_ngram: int = 2, latest: bool = True
+) -> list[int]:
+    """The tokens that followed the most recent earlier occurrence of the last ``ngram`` tokens (shorter
+    n-grams, down to ``min_ngram``, when longer ones never occurred before), at most ``count``; [] when nothing
+    matches."""
+    n = len(tokens)
+    for size in range(min(ngram, n - 1), min_ngram - 1, -1):
+        tail = tokens[n - size :]
+        windows = np.lib.stride_tricks.sliding_window_view(tokens[: n - 1], size)
+        matches = np.nonzero(np.all(windows == tail, axis=1))[0]
+        # The most recent occurrence first: in an answer, the clause being written; else the latest mention.
+        for start in matches[::-1] if latest else matches:
+            follow = start + size
+            if follow < n:
+                return [int(t) for t in tokens[follow : min(follow + count, n)]]
+    return []
+
+
+class LlamaDecoder:
+    """Evaluates prompts and decodes answers on one loaded ``llama_cpp.Llama`` (not thread-safe: the caller
+    holds the model's lock)."""
+
+    def __init__(self, model: Any, prefix_states: PrefixStates) -> None:
+        import llama_cpp
+
+        self.model = model
+        self.lib = llama_cpp
+        self.states = prefix_states
+        self.n_vocab: int = model.n_vocab()
+        self.n_batch: int = model.n_batch
+        self.n_ctx: int = model.n_ctx()
+        self.stop_ids = self._stop_tokens()
+        #: The last prompt evaluated and the logits of its last token: asked again (for more sampled
+        #: alternatives), a prompt whose tokens the KV cache still holds costs nothing to evaluate.
+        self._last_prompt: tuple[str, npt.NDArray[np.single]] | None = None
+
+    def _stop_tokens(self) -> set[int]:
+        ids = {int(self.model.token_eos())}
+        for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+            found = self.model.tokenize(text.encode(), add_bos=False, special=True)
+            if len(found) == 1:
+                ids.add(int(found[0]))
+        return ids
+
+    # --- llama.cpp calls --------------------------------------------------------------------------------
+
+    def _decode(self, tokens: Sequence[int], n_past: int, all_logits: bool) -> npt.NDArray[np.single]:
+        """Evaluate ``tokens`` at ``n_past`` in batches; returns the logits of every token of the last batch
+        (``all_logits``) or of the last token."""
+        self.model._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        rows: npt.NDArray[np.single] = np.empty((0, self.n_vocab), dtype=np.single)
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = list(tokens[start : start + self.n_batch])
+            self.model._batch.set_batch(batch=chunk, n_past=n_past, logits_all=all_logits)
+            self.model._ctx.decode(self.model._batch)
+            n_past += len(chunk)
+            count = len(chunk) if all_logits else 1
+            pointer = self.lib.llama_get_logits(self.model._ctx.ctx)
+            rows = np.ctypeslib.as_array(pointer, shape=(count, self.n_vocab)).copy()
+        self.model.input_ids[n_past - len(tokens) : n_past] = tokens
+        self.model.n_tokens = n_past
+        return rows
+
+    def _save(self) -> bytes:
+        ctx = self.model._ctx.ctx
+        size = self.lib.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = self.lib.llama_state_seq_get_data(ctx, buffer, size, 0)
+        return bytes(buffer)[:written]
+
+    def _restore(self, state: bytes, prefix: Sequence[int]) -> bool:
+        self.model._ctx.kv_cache_seq_rm(-1, 0, -1)
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if self.lib.llama_state_seq_set_data(self.model._ctx.ctx, buffer, len(state), 0) != len(state):
+            return False
+        self.model.input_ids[: len(prefix)] = prefix
+        self.model.n_tokens = len(prefix)
+        return True
+
+    # --- prompts ----------------------------------------------------------------------------------------
+
+    def _holds(self, prefix: Sequence[int]) -> bool:
+        n = len(prefix)
+        return bool(self.model.n_tokens >= n and np.array_equal(self.model.input_ids[:n], prefix))
+
+    def evaluate(self, tokens: Sequence[int], prefix_len: int) -> tuple[npt.NDArray[np.single], DecodeReport]:
+        """Evaluate a prompt whose first ``prefix_len`` tokens are its reusable prefix; returns the logits of
+        its last token."""
+        if len(tokens) >= self.n_ctx:
+            raise ValueError(f"the prompt has {len(tokens)} tokens, the context {self.n_ctx}")
+        started = time.perf_counter()
+        whole = self.states.key(tokens)
+        if self._last_prompt is not None and self._last_prompt[0] == whole and self._holds(tokens):
+            return self._last_prompt[1], DecodeReport(
+                prompt_tokens=len(tokens),
+                evaluated_tokens=0,
+                reused_tokens=len(tokens),
+                prefix_source="prompt",
+                prompt_s=time.perf_counter() - started,
+                decode_s=0.0,
+            )
+        prefix = list(tokens[:prefix_len])
+        source = "none"
+        if 0 < prefix_len < len(tokens):
+            key = self.states.key(prefix)
+            if self._holds(prefix):
+                source = "kv"
+            else:
+                saved = self.states.get(key)
+                if saved is not None and self._restore(saved, prefix):
+                    source = "saved"
+                else:
+                    self._decode(prefix, 0, all_logits=False)
+                    self.states.put(key, self._save())
+                    source = "evaluated"
+            rest = list(tokens[prefix_len:])
+            n_past = prefix_len
+        else:
+            rest, n_past = list(tokens), 0
+        logits = self._decode(rest, n_past, all_logits=False)[-1]
+        self._last_prompt = (whole, logits)
+        reused = prefix_len if source in ("kv", "saved") else 0
+        report = DecodeReport(
+            prompt_tokens=len(tokens),
+            evaluated_tokens=len(tokens) - reused,
+            reused_tokens=reused,
+            prefix_source=source,
+            prompt_s=time.perf_counter() - started,
+            decode_s=0.0,
+        )
+        return logits, report
+
+    # --- answers ----------------------------------------------------------------------------------------
+
+    def decode(
+        self,
+        first_logits: npt.NDArray[np.single],
+        prompt_len: int,
+        options: DecodeOptions,
+        report: DecodeReport,
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> Decoded:
+        """One answer from the evaluated prompt (greedy at temperature 0, else sampled with ``seed``)."""
+        started = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        n_past = prompt_len
+        generated: list[int] = []
+        logits = first_logits
+        text = b""
+        # The KV cache may hold another answer's tokens past the prompt: they are cut at the first decode.
+        done = False
+        # A draft batch costs more than one token; after one that gained nothing, drafting pauses for a while
+        # (twice as long after each such miss) so an answer that copies nothing pays little for trying.
+        pause = 0
+        backoff = 1
+        while not done and len(generated) < options.max_tokens and n_past < self.n_ctx - 1:
+            token = self._pick(logits, temperature, rng)
+            if token in self.stop_ids:
+                break
+            generated.append(token)
+            text += self.model.detokenize([token])
+            if options.stop_after_sql_block and _block_closed(text):
+                break
+            context = np.concatenate(
+                [self.model.input_ids[:n_past], np.asarray(generated[-1:], dtype=np.intc)]
+            )
+            room = min(options.lookup_tokens, options.max_tokens - len(generated), self.n_ctx - n_past - 2)
+            drafts: list[int] = []
+            if options.lookup_tokens and room > 0:
+                if pause > 0:
+                    pause -= 1
+                else:
+                    drafts = lookup_draft(context, options.lookup_ngram, room)
+            batch = [token, *drafts]
+            rows = self._decode(batch, n_past, all_logits=bool(drafts))
+            n_past += 1
+            report.drafted += len(drafts)
+            logits = rows[0] if drafts else rows[-1]
+            accepted_here = 0
+            for i, draft in enumerate(drafts):
+                choice = self._pick(logits, temperature, rng)
+                if choice != draft:
+                    break
+                if choice in self.stop_ids:
+                    done = True
+                    break
+                generated.append(choice)
+                text += self.model.detokenize([choice])
+                report.accepted += 1
+                accepted_here += 1
+                n_past += 1
+                logits = rows[i + 1]
+                if (options.stop_after_sql_block and _block_closed(text)) or len(
+                    generated
+                ) >= options.max_tokens:
+                    done = True
+                    break
+            if drafts:
+                if accepted_here:
+                    backoff = 1
+                else:
+                    pause, backoff = backoff, min(backoff * 2, 16)
+            # Whatever of the batch was not accepted is dropped from the cache at the next decode.
+            self.model.n_tokens = n_past
+        report.decode_s += time.perf_counter() - started
+        answer = Decoded(text=text.decode("utf-8", errors="replace"), tokens=len(generated))
+        report.answers.append(answer)
+        return answer
+
+    def _pick(self, logits: npt.NDArray[np.single], temperature: float, rng: np.random.Generator) -> int:
+        if temperature <= 0:
+            return int(np.argmax(logits))
+        top = np.argpartition(logits, -40)[-40:]
+        scaled = logits[top].astype(np.float64) / temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        return int(top[rng.choice(len(top), p=probs)])
+
+
+def _block_closed(text: bytes) -> bool:
+    """Whether the reply has opened and then closed a code fence."""
+    decoded = text.decode("utf-8", errors="ignore")
+    first = decoded.find(_FENCE)
+    return first >= 0 and decoded.find(_FENCE, first + len(_FENCE)) >= 0
+
+
+__all__ = ["DecodeOptions", "DecodeReport", "Decoded", "LlamaDecoder", "PrefixStates", "lookup_draft"]

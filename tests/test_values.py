@@ -1,0 +1,223 @@
+"""Value grounding: collecting a project's column values on all three engines, matching a question against them,
+checking a query's literals, mechanical fixes, and one project never seeing another's values."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomysql
+import asyncpg
+import pytest
+import sqlglot
+
+from services.common.schema import Column, SchemaInfo, Table
+from services.core.column_values_store import ValueIndexes
+from services.core.customer_db import CustomerDatabases, discover_schema
+from services.core.sql.mechanical import canonical_example_sql
+from services.core.values import ColumnValues, ValueIndex, literal_problems, with_fixed_literals
+from services.query.projects import load_project
+from services.query.register import register_project
+from tests.conftest import unique, with_database
+
+CITIES = [("new york", "new york", 8000000), ("albany", "new york", 100000), ("austin", "texas", 900000)]
+STATES = [("new york", "albany"), ("texas", "austin"), ("ohio", "columbus")]
+SCHEMA = SchemaInfo(
+    "sqlite",
+    [
+        Table(
+            "city",
+            [Column("city_name", "TEXT"), Column("state_name", "TEXT"), Column("population", "INTEGER")],
+        ),
+        Table("state", [Column("state_name", "TEXT"), Column("capital", "TEXT"), Column("country", "TEXT")]),
+    ],
+)
+
+
+def index() -> ValueIndex:
+    return ValueIndex(
+        [
+            ColumnValues("city", "city_name", ("new york", "albany", "austin"), True),
+            ColumnValues("city", "state_name", ("new york", "texas"), True),
+            ColumnValues("state", "state_name", ("new york", "texas", "ohio"), True),
+            ColumnValues("state", "capital", ("albany", "austin", "columbus"), True),
+            ColumnValues("state", "country", ("usa",), True),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        # a value in two columns, the one of the table the question names first
+        ("what is the population of albany city", ["'albany' is in city.city_name"]),
+        ("which state has the capital albany", ["'albany' is in state.capital"]),
+        # a misspelt phrase is named with its stored spelling
+        ("how many people live in new yrok", ["'new yrok' is stored as 'new york' in city.city_name, city.state_name, state.state_name"]),
+        # a value held by many columns, with no table named, says nothing; nor do constant columns or short words
+        ("population of ohio and usa", ["'ohio' is in state.state_name"]),
+        ("how long is it", []),
+    ],
+)  # fmt: skip
+def test_hints_name_only_the_values_that_tell_something(question: str, expected: list[str]) -> None:
+    assert index().hints(question) == expected
+
+
+def test_matches_prefer_the_longest_phrase_and_never_overlap() -> None:
+    matches = index().matches("cities of new york state near albany")
+    assert [(m.phrase, m.value) for m in matches] == [("new york", "new york"), ("albany", "albany")]
+    assert matches[0].columns == ("city.city_name", "city.state_name", "state.state_name")
+
+
+def _tree(sql: str) -> sqlglot.exp.Expr:
+    return sqlglot.parse_one(sql, read="sqlite")
+
+
+def test_literal_problems_name_the_closest_values_and_the_mechanical_fix() -> None:
+    tree = _tree(
+        "SELECT c.population FROM city AS c WHERE c.city_name = 'New York' OR c.state_name IN ('texsa', 'texas') "
+        "OR city_name LIKE 'aust%' OR c.city_name <> 'austin'"
+    )
+    problems = literal_problems(tree, SCHEMA, index())
+    assert [(p.literal, p.columns, p.fix) for p in problems] == [
+        ("New York", ("city.city_name",), "new york"),  # differs only in case: one right fix
+        ("texsa", ("city.state_name",), None),
+    ]
+    assert (
+        problems[1]
+        .message()
+        .startswith("'texsa' is not a value of city.state_name; the closest values are 'texas'")
+    )
+    fixed = with_fixed_literals(tree, {"New York": "new york"})
+    assert "c.city_name = 'new york'" in fixed.sql(dialect="sqlite")
+
+
+def test_literals_of_columns_not_fully_indexed_are_never_flagged() -> None:
+    partial = ValueIndex([ColumnValues("city", "city_name", ("new york",), False)])
+    assert literal_problems(_tree("SELECT 1 FROM city WHERE city_name = 'zzz'"), SCHEMA, partial) == []
+
+
+def test_sqlite_double_quoted_values_become_strings_in_the_canonical_form() -> None:
+    sql = 'SELECT population FROM city WHERE state_name = "texas" AND "city_name" <> "austin"'
+    assert canonical_example_sql(sql, SCHEMA) == (
+        "SELECT population FROM city WHERE state_name = 'texas' AND \"city_name\" <> 'austin'"
+    )
+    postgres = SchemaInfo("postgres", SCHEMA.tables, namespace="public")
+    assert canonical_example_sql(sql, postgres) == sql  # elsewhere double quotes name columns
+
+
+# --- collection on the engines, storage, isolation ---------------------------------------------------------
+
+
+def _sqlite(path: Path, cities: list[tuple[str, str, int]], states: list[tuple[str, str]] = STATES) -> str:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE city (city_name TEXT, state_name TEXT, population INTEGER, notes TEXT)")
+        db.execute("CREATE TABLE state (state_name TEXT, capital TEXT)")
+        db.executemany("INSERT INTO city VALUES (?, ?, ?, ?)", [(*c, "x" * 200) for c in cities])
+        db.executemany("INSERT INTO state VALUES (?, ?)", states)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="module")
+async def pg_url(customer_pg_admin: str) -> AsyncIterator[str]:
+    admin = await asyncpg.connect(customer_pg_admin)
+    await admin.execute("DROP DATABASE IF EXISTS ql_test_values WITH (FORCE)")
+    await admin.execute("CREATE DATABASE ql_test_values")
+    await admin.close()
+    url = with_database(customer_pg_admin, "ql_test_values")
+    conn = await asyncpg.connect(url)
+    await conn.execute(
+        "CREATE TABLE city (city_name varchar(40), state_name text, population int, notes text);"
+        "CREATE TABLE state (state_name text, capital text)"
+    )
+    await conn.executemany("INSERT INTO city VALUES ($1, $2, $3, $4)", [(*c, "x" * 200) for c in CITIES])
+    await conn.executemany("INSERT INTO state VALUES ($1, $2)", STATES)
+    await conn.close()
+    yield url
+
+
+@pytest.fixture(scope="module")
+async def mysql_url(customer_mysql: tuple[str, int, str]) -> AsyncIterator[str]:
+    host, port, user = customer_mysql
+    conn = await aiomysql.connect(host=host, port=port, user=user, password="", autocommit=True)
+    async with conn.cursor() as cur:
+        await cur.execute("DROP DATABASE IF EXISTS ql_test_values")
+        await cur.execute("CREATE DATABASE ql_test_values")
+        await cur.execute(
+            "CREATE TABLE ql_test_values.city (city_name varchar(40), state_name text, population int, notes text)"
+        )
+        await cur.execute("CREATE TABLE ql_test_values.state (state_name text, capital text)")
+        await cur.executemany(
+            "INSERT INTO ql_test_values.city VALUES (%s, %s, %s, %s)", [(*c, "x" * 200) for c in CITIES]
+        )
+        await cur.executemany("INSERT INTO ql_test_values.state VALUES (%s, %s)", STATES)
+    conn.close()
+    yield f"mysql://{user}@{host}:{port}/ql_test_values"
+
+
+def _expected(columns: list[ColumnValues]) -> dict[tuple[str, str], set[str]]:
+    return {(c.table, c.column): set(c.values) for c in columns}
+
+
+async def _collected(url: str) -> list[ColumnValues]:
+    schema = await discover_schema(url)
+    databases = CustomerDatabases()
+    try:
+        return await databases.column_values(url, schema)
+    finally:
+        await databases.close()
+
+
+def _check_collected(columns: list[ColumnValues]) -> None:
+    # Text columns only (no numbers), no value longer than the limit (the 200-character notes), all complete.
+    assert _expected(columns) == {
+        ("city", "city_name"): {"new york", "albany", "austin"},
+        ("city", "state_name"): {"new york", "texas"},
+        ("state", "state_name"): {"new york", "texas", "ohio"},
+        ("state", "capital"): {"albany", "austin", "columbus"},
+    }
+    assert all(c.complete for c in columns)
+
+
+async def test_values_are_collected_on_sqlite(tmp_path: Path) -> None:
+    _check_collected(await _collected(_sqlite(tmp_path / "v.sqlite", CITIES)))
+
+
+async def test_values_are_collected_on_postgres(pg_url: str) -> None:
+    _check_collected(await _collected(pg_url))
+
+
+async def test_values_are_collected_on_mysql(mysql_url: str) -> None:
+    _check_collected(await _collected(mysql_url))
+
+
+async def test_registration_stores_each_projects_values_apart(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """Two projects with different databases: each index holds its own database's values only."""
+    first, second = unique("values-a"), unique("values-b")
+    await register_project(pool, project_id=first, database_url=_sqlite(tmp_path / "a.sqlite", CITIES))
+    await register_project(
+        pool,
+        project_id=second,
+        database_url=_sqlite(
+            tmp_path / "b.sqlite", [("springfield", "ohio", 1), ("dayton", "ohio", 2)], [("ohio", "columbus")]
+        ),
+    )
+    indexes = ValueIndexes(pool)
+    a, b = await load_project(pool, first), await load_project(pool, second)
+    assert a is not None and b is not None
+    index_a = await indexes.get(first, a.values_collected_at)
+    index_b = await indexes.get(second, b.values_collected_at)
+    assert index_a is not None and index_b is not None
+    values_a = {v for c in index_a.columns for v in c.values}
+    values_b = {v for c in index_b.columns for v in c.values}
+    assert "springfield" in values_b and "springfield" not in values_a
+    assert "austin" in values_a and "austin" not in values_b
+    assert index_b.hints("population of springfield city") == ["'springfield' is in city.city_name"]
+    assert index_a.hints("population of springfield city") == []
+    # A refresh is seen at once: the cache is keyed by when the values were collected.
+    await register_project(pool, project_id=second, database_url=_sqlite(tmp_path / "c.sqlite", CITIES))
+    refreshed = await load_project(pool, second)
+    assert refreshed is not None and refreshed.values_collected_at != b.values_collected_at
+    index_c = await indexes.get(second, refreshed.values_collected_at)
+    assert index_c is not None and "springfield" not in {v for c in index_c.columns for v in c.values}
