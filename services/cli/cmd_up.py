@@ -136,7 +136,7 @@ def _up(args: argparse.Namespace) -> int:
     with running_stack(settings) as stack:
         console.print(
             f"[bold]querylift is up.[/] Kafka {stack.bootstrap}. In another terminal: "
-            "`querylift ask PROJECT \"question\"`, `querylift console`. Ctrl-C stops."
+            '`querylift ask PROJECT "question"`, `querylift console`. Ctrl-C stops.'
         )
         try:
             while True:

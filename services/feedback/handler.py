@@ -11,7 +11,14 @@ from events import ChatAnswer, ChatError, ChatFeedback, Event
 from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.feedback.learn import Learner
-from services.feedback.store import answer_row, feedback_for_answer, store_answer, store_error, store_feedback
+from services.feedback.store import (
+    answer_row,
+    feedback_for_answer,
+    store_answer,
+    store_answer_details,
+    store_error,
+    store_feedback,
+)
 from services.feedback.trigger import maybe_request_training
 
 
@@ -31,6 +38,7 @@ class FeedbackHandler(BaseHandler):
     async def handle(self, event: Event) -> Sequence[Event]:
         if isinstance(event, ChatAnswer):
             await store_answer(self.pool, event)
+            await store_answer_details(self.pool, event)
             # Feedback can overtake its answer (they travel on different topics): apply what waited.
             return await self._learn(event.project_id, event.event_id, event.event_id)
         if isinstance(event, ChatError):
