@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from events import ChatAnswer, ChatFeedback, ChatQuestion, ChartSpec, Event, ModelUpdated
+from events import ChartSpec, ChatAnswer, ChatFeedback, ChatQuestion, Event, ModelUpdated
 from services.console.app import ConsoleDeps, create_app
 from services.console.security import Guard, binding_problem
 from services.core.customer_db import CustomerDatabases

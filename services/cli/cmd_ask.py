@@ -21,8 +21,8 @@ from services.common.settings import Settings, get_settings
 from services.console.review import confidence_words, estimated_confidence
 from services.generation.chart import render_chart_png
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # ids and paths stay on one line, for copying and scripts
+err = Console(stderr=True, soft_wrap=True)
 #: Rows printed in the terminal table (the answer carries up to QUERYLIFT_PREVIEW_ROWS).
 SHOWN_ROWS = 10
 

@@ -17,7 +17,7 @@ from services.console.app import ConsoleDeps, create_app
 from services.console.security import Guard, binding_problem
 from services.wiring import build_databases
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

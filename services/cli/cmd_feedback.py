@@ -21,8 +21,8 @@ from services.common.settings import Settings, get_settings
 from services.console.corrections import try_correction
 from services.wiring import build_databases
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # ids and paths stay on one line, for copying and scripts
+err = Console(stderr=True, soft_wrap=True)
 #: How long to wait for the answer row (the feedback consumer stores answers a moment after they are sent)
 #: and then for the judgement to be learned.
 ANSWER_WAIT_S = 15.0
@@ -76,7 +76,10 @@ async def _learned(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LEARN_WAIT_S
     while loop.time() < deadline:
-        if await pool.fetchval("SELECT 1 FROM feedback WHERE id = $1", feedback_id):
+        # The feedback consumer records an event as processed once it has learned from it.
+        if await pool.fetchval(
+            "SELECT 1 FROM processed_events WHERE consumer = 'feedback' AND event_id = $1", feedback_id
+        ):
             example = await pool.fetchrow(
                 "SELECT verified, rated_down FROM examples WHERE project_id = $1 AND answer_id = $2",
                 project_id,

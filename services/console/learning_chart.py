@@ -14,6 +14,7 @@ _COLOURS = {"example": "#2e7d32", "verified": "#81c784", "new": "#ffb74d", "fail
 def render_learning_png(points: Sequence[LearningPoint], title: str) -> bytes:
     # A Figure without pyplot: no global state, safe in the server's worker threads.
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 4), dpi=100)
     ax = fig.add_subplot()
@@ -25,6 +26,7 @@ def render_learning_png(points: Sequence[LearningPoint], title: str) -> bytes:
         ax.bar(xs, heights, bottom=bottom, color=_COLOURS[status], label=PATTERN_LABELS[status])
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_ylabel("answers")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("answers, in the order they were given")
     ax.set_xticks(xs)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
