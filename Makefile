@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
 
-.PHONY: prometheus install demo test test-fast lint schemas bench-accuracy bench-pipeline bench-training bench-broker clean
+.PHONY: prometheus chromium screenshots install demo test test-fast lint schemas bench-accuracy bench-pipeline bench-training bench-broker clean
 
 install: $(STAMP)
 
@@ -26,14 +26,25 @@ prometheus:
 	  (apt-get -qq update >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get -qq install -y prometheus >/dev/null 2>&1) \
 	  || echo "prometheus not installed: its scrape test will be skipped"; }
 
+# Debian's chromium for the console's browser test (driven by playwright; `playwright install` is never run);
+# where apt is not ours to use, the test is skipped with one line saying so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get -qq update >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get -qq install -y chromium >/dev/null 2>&1) \
+	  || echo "chromium not installed: the console's browser test will be skipped"; }
+
 demo: install
 	$(VENV)/bin/querylift demo
 
-test: install prometheus
+test: install prometheus chromium
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -m "not slow and not real_model"
+
+# Rewrites docs/screenshots/ (linked from the README) from the console's browser test.
+screenshots: install chromium
+	QUERYLIFT_SCREENSHOTS=docs/screenshots HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_try_it_yourself.py
 
 lint: install
 	$(VENV)/bin/ruff check events services bench tests

@@ -78,6 +78,13 @@ class ChatAnswer(Event):
     row_count: int = Field(0, ge=0, description="Rows returned (up to the row limit).")
     truncated: bool = Field(False, description="True when the row limit cut the result.")
     chart: ChartSpec | None = None
+    suggestions: list[str] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Suggested next questions: questions of this project's verified examples near this one "
+        "(the same question with other values, the next step of the same analysis), so each can be answered "
+        "from a verified example.",
+    )
     model: str = Field(..., description="Model that wrote the SQL.")
     adapter_version: int | None = Field(None, description="Project adapter version used, if any.")
     arm: Literal["control", "candidate"] = Field(

@@ -10,10 +10,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from events import ModelUpdated
 from services.common.runtime_db import open_pool
 from services.common.settings import Settings, get_settings
 from services.training import registry
+from services.training.announce import serving_changed
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -78,16 +78,7 @@ async def _announce(settings: Settings, project_id: str, version: registry.Model
         return
     from services.common.bus import Bus
 
-    event = ModelUpdated(
-        project_id=project_id,
-        model_version_id=version.id if version else None,
-        version=version.version if version else None,
-        base_model=version.base_model if version else settings.training_base_model,
-        adapter_path=version.adapter_path if version else None,
-        adapter_checksum=version.checksum if version else None,
-        status="active",
-        metrics=version.metrics if version else {},
-    )
+    event = serving_changed(project_id, version, settings.training_base_model)
     bus = Bus(settings.kafka_bootstrap_servers, prefix=settings.topic_prefix, client="querylift-cli")
     await bus.start()
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from services.common.embedded import EmbeddedBroker
+from services.common.local_stack import LocalStack, clear_state, write_state
 from services.common.runtime_db import database_dsn
 from services.common.settings import Settings, get_settings
 from services.wiring import SERVICES
@@ -89,8 +90,18 @@ def running_stack(
                 f"[green]✓[/] consumer [bold]{name}[/] (pid {stack.processes[name].pid}, "
                 f"metrics :{stack.metrics_ports[name]}, log {log_dir / (name + '.log')})"
             )
+        # `querylift ask`, `feedback` and `console` in other terminals find the stack through this file.
+        write_state(
+            settings,
+            LocalStack(
+                bootstrap_servers=bootstrap,
+                embedded_database_url=dsn if settings.database_url is None else None,
+                pid=os.getpid(),
+            ),
+        )
         yield stack
     finally:
+        clear_state(settings, os.getpid())
         stop_stack(stack)
 
 
@@ -124,7 +135,8 @@ def _up(args: argparse.Namespace) -> int:
     settings = get_settings()
     with running_stack(settings) as stack:
         console.print(
-            f"[bold]querylift is up.[/] Kafka {stack.bootstrap}; publish chat.question events there. Ctrl-C stops."
+            f"[bold]querylift is up.[/] Kafka {stack.bootstrap}. In another terminal: "
+            '`querylift ask PROJECT "question"`, `querylift console`. Ctrl-C stops.'
         )
         try:
             while True:

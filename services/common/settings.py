@@ -224,6 +224,19 @@ class Settings(BaseSettings):
     )
     adapter_cache_size: int = Field(4, ge=1, description="Adapters kept in memory per base model (LRU).")
 
+    # --- review console -------------------------------------------------------------------------------
+    console_host: str = Field(
+        "127.0.0.1",
+        description="Address `querylift console` binds to; any other than a loopback address needs "
+        "QUERYLIFT_CONSOLE_TOKEN.",
+    )
+    console_port: int = Field(8400, ge=0, le=65535, description="Port of `querylift console`.")
+    console_token: SecretStr | None = Field(
+        None,
+        description="Token the console asks for before it shows anything (sign-in form, or "
+        "`Authorization: Bearer`); required to serve it on a non-loopback address. Never logged.",
+    )
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 

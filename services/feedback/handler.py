@@ -16,6 +16,7 @@ from services.feedback.store import (
     feedback_for_answer,
     review_queue_size,
     store_answer,
+    store_answer_details,
     store_error,
     store_feedback,
 )
@@ -40,6 +41,7 @@ class FeedbackHandler(BaseHandler):
             await store_answer(self.pool, event)
             if event.confidence < LOW_CONFIDENCE:
                 await self._count_review_queue(event.project_id)
+            await store_answer_details(self.pool, event)
             # Feedback can overtake its answer (they travel on different topics): apply what waited.
             return await self._learn(event.project_id, event.event_id, event.event_id)
         if isinstance(event, ChatError):

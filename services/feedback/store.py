@@ -115,3 +115,23 @@ async def review_queue_size(pool: asyncpg.Pool, project_id: str, *, below: float
         below,
     )
     return count
+
+
+async def store_answer_details(pool: asyncpg.Pool, answer: ChatAnswer) -> None:
+    """The preview, provenance and suggestions of a stored answer (what the review console shows)."""
+    await pool.execute(
+        "INSERT INTO answer_details (answer_id, project_id, columns, rows_preview, truncated, sql_source,"
+        " repaired, attempts, suggestions)"
+        " SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9 WHERE EXISTS (SELECT 1 FROM answers WHERE id = $1 AND project_id = $2)"
+        " ON CONFLICT DO NOTHING",
+        answer.event_id,
+        answer.project_id,
+        answer.columns,
+        # JSON keeps what the event carried (numbers, text, null); dates and decimals are already strings there.
+        answer.model_dump(mode="json", include={"rows_preview"})["rows_preview"],
+        answer.truncated,
+        answer.sql_source,
+        answer.repaired,
+        answer.attempts,
+        answer.suggestions,
+    )

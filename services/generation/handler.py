@@ -24,6 +24,7 @@ from services.common.consumer import BaseHandler
 from services.common.errors import question_error
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, DatabaseUnavailable
+from services.generation.followups import suggest_followups
 from services.generation.llm.base import LLM, ModelUnavailable
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.serving import ModelRouter
@@ -155,6 +156,7 @@ class GenerationHandler(BaseHandler):
             row_count=len(result.result.rows),
             truncated=result.result.truncated,
             chart=result.chart,
+            suggestions=suggest_followups(query.question, result.sql, event.examples, query.dialect),
             model=result.model,
             adapter_version=adapter.version if adapter else None,
             arm=arm,
