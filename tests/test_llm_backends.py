@@ -8,11 +8,12 @@ import json
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from services.common.settings import Settings
@@ -120,6 +121,7 @@ async def test_openai_request_shape_and_usage(fake_server: FakeModelServer) -> N
     assert request.headers["authorization"] == "Bearer sk-test"
     assert request.body["model"] == "qwen2.5-coder:0.5b"
     assert request.body["temperature"] == 0 and request.body["max_tokens"] == 64
+    assert request.body["stop"] == ["\n```"]  # decoding ends with the SQL block
     assert request.body["messages"] == [dict(m) for m in MESSAGES]
 
 
@@ -297,9 +299,19 @@ async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one
     assert a.text == cold[first].text and b.text == cold[second].text and again.text == b.text
     assert b.timings["prompt_tokens_reused"] > 0 and again.timings["prompt_tokens_reused"] > 0
     assert b.timings["prompt_tokens_reused"] == again.timings["prompt_tokens_reused"]
+    # A repair round's prompt is the first prompt and more: it reuses all of it, and answers as when cold.
+    repair = [
+        *_sql_prompt(second),
+        ChatMessage(role="assistant", content=again.text),
+        ChatMessage(role="user", content="That query is wrong: it returned no rows. Write it again."),
+    ]
+    warm_repair = await llm.complete(repair, max_tokens=32)
+    assert warm_repair.timings["prompt_tokens_reused"] >= again.prompt_tokens
     # A changed schema is a new prefix: nothing stale is reused, and the answer is the cold one.
     assert other.timings["prompt_tokens_reused"] == 0
     assert other.text == (await fresh().complete(_sql_prompt(first, extra_column=True), max_tokens=32)).text
+    cold_repair = await fresh().complete(repair, max_tokens=32)
+    assert cold_repair.timings["prompt_tokens_reused"] == 0 and cold_repair.text == warm_repair.text
     unload_all()
 
 
@@ -411,3 +423,63 @@ def test_factory_builds_each_backend(tmp_path: Path) -> None:
         build_llm(settings(llm_backend="ollama", ollama_url=None))
     with pytest.raises(ValueError, match="OPENAI_BASE_URL"):
         build_llm(settings(llm_backend="openai", openai_base_url=None))
+
+
+# --- the served path: llama-cpp-python's OpenAI-compatible server, real ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from services.generation.model_files import resolve_gguf
+
+    model = resolve_gguf("smollm2-135m-instruct", tmp_path_factory.mktemp("served"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "1024", "--n_threads", "2", "--model_alias", "smollm2-135m-instruct"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("llama_cpp.server did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.real_model
+async def test_openai_backend_against_a_real_llama_cpp_server(llama_server: str, tmp_path: Path) -> None:
+    from services.generation.llm.openai_compat import OpenAICompatLLM
+
+    llm = OpenAICompatLLM(
+        Settings(llm_model="smollm2-135m-instruct", data_dir=tmp_path), base_url=f"{llama_server}/v1"
+    )
+    messages = [
+        ChatMessage(role="system", content="Reply with one SQL query in a ```sql code block."),
+        ChatMessage(role="user", content="Table users(id INTEGER, name TEXT). How many users are there?"),
+    ]
+    try:
+        results = await asyncio.gather(*(llm.complete(messages, max_tokens=32) for _ in range(3)))
+    finally:
+        await llm.close()
+    # Three questions at once are all answered (the server takes them one after another), with usage.
+    assert all(r.text.strip() for r in results)
+    assert all(r.prompt_tokens > 20 and 0 < r.completion_tokens <= 32 for r in results)
+    assert all(r.model == "smollm2-135m-instruct" for r in results)

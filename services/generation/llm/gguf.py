@@ -270,20 +270,31 @@ class GGUFLLM:
             self._warned_adapter = True
         return None
 
-    def prompt_tokens(self, loaded: _Loaded, messages: list[ChatMessage]) -> tuple[list[int], int]:
-        """The chat's tokens and how many of them are its reusable prefix (the system message): the prefix
-        is where the text of the system message alone ends and the tokens agree."""
+    def prompt_tokens(self, loaded: _Loaded, messages: list[ChatMessage]) -> tuple[list[int], list[int]]:
+        """The chat's tokens and where its segments end: after the system message (a project's fixed
+        prefix) and at the start of every answer in it. Every prompt of a chat that grew by turns (a repair
+        round: the first prompt, the answer, what was wrong) then shares the first prompt's segments, so it
+        reuses them, and is evaluated in the same batches as when nothing is cached. A boundary is kept only
+        where the chat's text and tokens agree that it is one."""
         model = loaded.model
         chat = [dict(m) for m in messages]
         text = loaded.chat(messages=chat).prompt
         tokens: list[int] = model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if not (self.settings.llm_prefix_reuse and chat and chat[0]["role"] == "system" and len(chat) > 1):
-            return tokens, 0
-        prefix_text = loaded.prefix_chat(messages=chat[:1]).prompt
-        if not text.startswith(prefix_text):
-            return tokens, 0
-        prefix = model.tokenize(prefix_text.encode("utf-8"), add_bos=False, special=True)
-        return tokens, len(prefix) if tokens[: len(prefix)] == prefix else 0
+        if not self.settings.llm_prefix_reuse:
+            return tokens, []
+        heads: list[str] = []
+        if chat and chat[0]["role"] == "system" and len(chat) > 1:
+            heads.append(loaded.prefix_chat(messages=chat[:1]).prompt)
+        heads += [
+            loaded.chat(messages=chat[:i]).prompt for i, m in enumerate(chat) if m["role"] == "assistant"
+        ]
+        boundaries = []
+        for head in heads:
+            if text.startswith(head):
+                head_tokens = model.tokenize(head.encode("utf-8"), add_bos=False, special=True)
+                if tokens[: len(head_tokens)] == head_tokens:
+                    boundaries.append(len(head_tokens))
+        return tokens, boundaries
 
     def _complete_sync(
         self,
@@ -297,9 +308,9 @@ class GGUFLLM:
         waiting = time.perf_counter()
         with loaded.lock:
             queued = time.perf_counter() - waiting
-            tokens, prefix_len = self.prompt_tokens(loaded, messages)
+            tokens, boundaries = self.prompt_tokens(loaded, messages)
             try:
-                logits, report = loaded.decoder.evaluate(tokens, prefix_len)
+                logits, report = loaded.decoder.evaluate(tokens, boundaries)
             except ValueError as exc:
                 raise ModelUnavailable(
                     f"The prompt does not fit the model context ({self.settings.llm_context_tokens} tokens): "

@@ -3,8 +3,9 @@
 * **A project's prefix is evaluated once.** The prompt's system message (instructions, schema, sample values:
   fixed per project and schema version) is evaluated as batches of its own and its KV state kept; a later
   prompt with the same prefix reuses it, from the live KV cache when it still holds it, else from a small LRU
-  of saved states (``PrefixStates``, across projects). The rest of the prompt is always evaluated from the
-  same position in the same batches, so an answer is bit for bit the same with a warm cache and a cold one.
+  of saved states (``PrefixStates``, across projects). A repair round's prompt is the first prompt plus the
+  answer and what was wrong with it, so it reuses that whole first prompt. The prompt is always evaluated in
+  the same segments whatever the cache holds, so an answer is bit for bit the same warm or cold.
 * **Prompt-lookup drafts.** SQL mostly copies names and clauses from the prompt: after each token, the tokens
   that followed the latest matching n-gram in the prompt (or in the answer so far) are proposed and checked in
   one batch; the ones the model agrees with are kept (greedy verification, so the text is what greedy
@@ -181,9 +182,14 @@ class LlamaDecoder:
         n = len(prefix)
         return bool(self.model.n_tokens >= n and np.array_equal(self.model.input_ids[:n], prefix))
 
-    def evaluate(self, tokens: Sequence[int], prefix_len: int) -> tuple[npt.NDArray[np.single], DecodeReport]:
-        """Evaluate a prompt whose first ``prefix_len`` tokens are its reusable prefix; returns the logits of
-        its last token."""
+    def evaluate(
+        self, tokens: Sequence[int], boundaries: Sequence[int] = ()
+    ) -> tuple[npt.NDArray[np.single], DecodeReport]:
+        """Evaluate a prompt in segments that end at ``boundaries`` (token positions fixed by the chat itself:
+        the end of the system message, the start of each answer), reusing the longest run of whole
+        segments the cache holds; returns the logits of the prompt's last token. Segments are the same
+        whatever the cache holds, so the numbers, and the answer, are too. The first segment (a project's
+        instructions and schema) is also kept as a saved state for when other prompts have replaced it."""
         if len(tokens) >= self.n_ctx:
             raise ValueError(f"the prompt has {len(tokens)} tokens, the context {self.n_ctx}")
         started = time.perf_counter()
@@ -197,27 +203,27 @@ class LlamaDecoder:
                 prompt_s=time.perf_counter() - started,
                 decode_s=0.0,
             )
-        prefix = list(tokens[:prefix_len])
-        source = "none"
-        if 0 < prefix_len < len(tokens):
-            key = self.states.key(prefix)
-            if self._holds(prefix):
-                source = "kv"
-            else:
-                saved = self.states.get(key)
-                if saved is not None and self._restore(saved, prefix):
-                    source = "saved"
-                else:
-                    self._decode(prefix, 0, all_logits=False)
-                    self.states.put(key, self._save())
-                    source = "evaluated"
-            rest = list(tokens[prefix_len:])
-            n_past = prefix_len
-        else:
-            rest, n_past = list(tokens), 0
-        logits = self._decode(rest, n_past, all_logits=False)[-1]
+        cuts = sorted({b for b in boundaries if 0 < b < len(tokens)})
+        start, source = 0, "none"
+        held = [b for b in cuts if self._holds(tokens[:b])]
+        if held:
+            start, source = held[-1], "kv"
+        elif cuts:
+            prefix = list(tokens[: cuts[0]])
+            saved = self.states.get(self.states.key(prefix))
+            if saved is not None and self._restore(saved, prefix):
+                start, source = cuts[0], "saved"
+        reused = start
+        ends = [b for b in cuts if b > start] + [len(tokens)]
+        logits: npt.NDArray[np.single] | None = None
+        for end in ends:
+            logits = self._decode(list(tokens[start:end]), start, all_logits=False)[-1]
+            if cuts and end == cuts[0]:
+                self.states.put(self.states.key(tokens[:end]), self._save())
+                source = "evaluated" if source == "none" else source
+            start = end
+        assert logits is not None
         self._last_prompt = (whole, logits)
-        reused = prefix_len if source in ("kv", "saved") else 0
         report = DecodeReport(
             prompt_tokens=len(tokens),
             evaluated_tokens=len(tokens) - reused,

@@ -48,6 +48,7 @@ class OllamaLLM(HTTPChatLLM):
                 "num_predict": max_tokens,
                 "seed": self.settings.llm_seed,
                 "num_ctx": self.settings.llm_context_tokens,
+                "stop": ["\n```"],  # nothing after the SQL block is used
             },
         }
 

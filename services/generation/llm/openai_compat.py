@@ -55,6 +55,8 @@ class OpenAICompatLLM(HTTPChatLLM):
             "temperature": 0,
             "max_tokens": max_tokens,
             "seed": self.settings.llm_seed,
+            # An answer ends with its ```sql block: nothing after it is used, so it is not decoded.
+            "stop": ["\n```"],
             "stream": False,
         }
 
