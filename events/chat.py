@@ -113,10 +113,12 @@ class ChatAnswer(Event):
         description="How sure querylift is of this answer (calibrated on the benchmark); below 0.5 an upstream "
         "product may show it as a draft.",
     )
-    confidence_basis: Literal["verified_example", "agreement", "single_candidate"] = Field(
+    confidence_basis: Literal["verified_example", "adapted_example", "agreement", "single_candidate"] = Field(
         "single_candidate",
-        description="What the confidence rests on: a verified example's SQL; the share of sampled candidates "
-        "whose result agreed; or a single candidate (its check outcome and result).",
+        description="What the confidence rests on: a verified example's SQL (the question that example's with "
+        "other values); a verified example adapted through the values the question names for the same columns; "
+        "the share of sampled candidates whose result agreed; or a single candidate (its check outcome and "
+        "result).",
     )
     candidates: int = Field(0, ge=0, description="Candidate queries that ran (execution-consistency voting).")
     agreeing: int = Field(0, ge=0, description="Candidates whose result was this answer's.")

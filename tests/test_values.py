@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiomysql
@@ -16,6 +17,7 @@ from services.common.schema import Column, SchemaInfo, Table
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, discover_schema
 from services.core.sql.mechanical import canonical_example_sql
+from services.core.value_templates import value_adaptations
 from services.core.values import ColumnValues, ValueIndex, literal_problems, with_fixed_literals
 from services.query.projects import load_project
 from services.query.register import register_project
@@ -221,3 +223,68 @@ async def test_registration_stores_each_projects_values_apart(pool: asyncpg.Pool
     assert refreshed is not None and refreshed.values_collected_at != b.values_collected_at
     index_c = await indexes.get(second, refreshed.values_collected_at)
     assert index_c is not None and "springfield" not in {v for c in index_c.columns for v in c.values}
+
+
+# --- verified examples adapted through the values --------------------------------------------------------
+
+
+@dataclass
+class Example:
+    example_id: str
+    question: str
+    sql: str
+    score: float
+
+
+BORDER = Example(
+    "e1", "what states border texas", "SELECT state_name FROM state WHERE state_name = 'texas'", 0.9
+)
+LIVE = Example(
+    "e2",
+    "how many people live in austin texas",
+    "SELECT population FROM city WHERE city_name = 'austin' AND state_name = 'texas'",
+    0.85,
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "examples", "expected"),
+    [
+        # reworded, one value named for the example's one column
+        ("which states neighbor ohio", [BORDER], "SELECT state_name FROM state WHERE state_name = 'ohio'"),
+        # two values, each for its own column, in the question's order or not
+        ("how many people reside in albany new york", [LIVE],
+         "SELECT population FROM city WHERE city_name = 'albany' AND state_name = 'new york'"),
+        # asked otherwise (more than one word apart, values aside): not the example's question
+        ("what is the population of albany new york", [LIVE], None),
+        ("what cities are in states that border ohio", [BORDER], None),
+        ("states ohio", [BORDER], None),
+        # a value for no column of the example, or a value too many, or too few: no adaptation
+        ("which states neighbor columbus", [BORDER], None),
+        ("what states border texas and ohio", [BORDER], None),
+        ("how many people live in albany", [LIVE], None),
+        # an example retrieval found only loosely similar is not adapted
+        ("which states neighbor ohio", [Example("e3", BORDER.question, BORDER.sql, 0.5)], None),
+    ],
+)  # fmt: skip
+def test_examples_adapt_through_the_values_the_question_names(
+    question: str, examples: list[Example], expected: str | None
+) -> None:
+    adapted = value_adaptations(question, examples, SCHEMA, index(), min_score=0.75)
+    assert [a.sql for a in adapted] == ([expected] if expected else [])
+
+
+def test_values_mask_a_question_as_its_example_is_masked_by_its_sql() -> None:
+    """An example is embedded with its SQL's literals masked; a new question with the values the index
+    finds in it masked: questions of one shape then read the same, whatever the values."""
+    from services.retrieval.examples import sql_values
+    from services.retrieval.masking import mask_question
+
+    example_sql = "SELECT population FROM city WHERE city_name = 'austin' AND state_name = 'texas'"
+    assert sql_values(example_sql, "sqlite") == ["austin", "texas"]
+    example = mask_question("how many people live in austin texas", SCHEMA, sql_values(example_sql, "sqlite"))
+    question = "how many people live in albany new york"
+    known = [m.phrase for m in index().matches(question)]
+    assert known == ["albany", "new york"]
+    assert mask_question(question, SCHEMA, known) == example
+    assert mask_question(question, SCHEMA) != example  # without the index the values stay words

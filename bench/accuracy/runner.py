@@ -222,6 +222,12 @@ class AccuracyBench:
                 question=item.question,
                 schema=state.schema,
                 k=top_k,
+                # Value grounding includes masking the question's values for retrieval (the services always do).
+                known_values=(
+                    [m.phrase for m in state.values.matches(item.question)]
+                    if state.values is not None and (strategy.values or strategy.product_wiring)
+                    else []
+                ),
             )
         fewshot: list[ContextExample] = []
         room = max(0, fewshot_k - max(0, len(examples) - top_k // 2))

@@ -11,7 +11,8 @@ template    + answers from a verified example whose question is this one with ot
             with the question's values returns rows (``services.common.template_match``)
 values      + value grounding: the database values the question mentions and their columns in the prompt,
             literals checked against them (an empty result's repair names the closest values), mechanical
-            fixes (SQLite double-quoted strings, a literal's case)
+            fixes (SQLite double-quoted strings, a literal's case), and very similar verified examples adapted
+            through the values the question names for the same columns (``services.core.value_templates``)
 vote        + execution-consistency voting: sampled candidates of the same evaluated prompt, the result most
             agree on answers (three candidates, stopping when the first two agree)
 lora        + the project's LoRA adapter trained on its verified history (``services.training``)
@@ -64,6 +65,7 @@ class Strategy:
             prompt=self.prompt.but(value_hints=self.values),
             mechanical_fixes=self.values,
             value_check=self.values,
+            value_templates=self.values,
             vote_candidates=self.vote_candidates,
             static_check=self.static_check,
             repair_rounds=settings.repair_rounds if self.repair else 0,
@@ -95,6 +97,7 @@ class Strategy:
             "template_answers": config.template_answers,
             "value_grounding": config.prompt.value_hints,
             "mechanical_fixes": config.mechanical_fixes,
+            "value_templates": config.value_templates,
             "vote_candidates": config.vote_candidates,
             "budget_tokens": config.budget_tokens,
             "max_tokens": config.max_tokens,

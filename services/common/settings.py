@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         True,
         description="Name in the prompt the database values a question mentions and the columns holding them.",
     )
+    value_templates: bool = Field(
+        True,
+        description="Answer from a very similar verified example adapted through the values the question names "
+        "for the same columns, when the strict template match fails (checked, run, kept only when it returns "
+        "something).",
+    )
     mechanical_fixes: bool = Field(
         True,
         description="Fix without a repair round what has one right fix (SQLite double-quoted strings, a "

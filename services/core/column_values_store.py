@@ -7,6 +7,7 @@ project's index in memory, keyed by when its values were collected, so a refresh
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import asyncpg
 
@@ -34,10 +35,24 @@ async def replace_values(pool: asyncpg.Pool, project_id: str, columns: list[Colu
 class ValueIndexes:
     """Per-process cache of projects' value indexes."""
 
-    def __init__(self, pool: asyncpg.Pool, max_projects: int = 64) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_projects: int = 64, ttl_s: float = 5.0) -> None:
         self.pool = pool
         self.max_projects = max_projects
+        self.ttl_s = ttl_s
         self._indexes: dict[str, tuple[dt.datetime | None, ValueIndex]] = {}
+        self._collected: dict[str, tuple[float, dt.datetime | None]] = {}
+
+    async def current(self, project_id: str) -> ValueIndex | None:
+        """The project's index, for a consumer that has no project row at hand; when its values were
+        collected is read at most every ``ttl_s`` seconds."""
+        now = time.monotonic()
+        known = self._collected.get(project_id)
+        if known is None or now - known[0] >= self.ttl_s:
+            collected = await self.pool.fetchval(
+                "SELECT values_collected_at FROM projects WHERE id = $1", project_id
+            )
+            known = self._collected[project_id] = (now, collected)
+        return await self.get(project_id, known[1])
 
     async def get(self, project_id: str, collected_at: dt.datetime | None) -> ValueIndex | None:
         """The project's index as of ``collected_at`` (from its project row); None when it has no values."""

@@ -33,12 +33,12 @@ MAX_HINTS = 6
 _MAX_NGRAM = 4
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
-_STOP = frozenset(
+STOPWORDS = frozenset(
     """a an the of in on at to for by with from and or not no is are was were be been do does did what which who
     whom whose how many much show list give me all each every per that this these those there their it its as
     than then into over under about between get find tell return please i we you our my your have has had can
     could would should will any some one most least more less largest smallest biggest highest lowest longest
-    shortest number count total average name names""".split()
+    shortest number count total average name names give""".split()
 )
 
 
@@ -107,7 +107,7 @@ class ValueIndex:
             for start in range(len(words) - size + 1):
                 gram = words[start : start + size]
                 # A phrase starts and ends with a content word ("of springfield" is "springfield").
-                if gram[0] in _STOP or gram[-1] in _STOP or (size == 1 and len(gram[0]) < 3):
+                if gram[0] in STOPWORDS or gram[-1] in STOPWORDS or (size == 1 and len(gram[0]) < 3):
                     continue
                 match = self._match(" ".join(gram))
                 if match is not None:
@@ -228,6 +228,11 @@ def _comparisons(tree: exp.Expr) -> Iterable[tuple[exp.Column, exp.Literal]]:
                     yield node.this, item
 
 
+def column_literals(tree: exp.Expr, schema: SchemaInfo) -> list[tuple[exp.Literal, list[tuple[str, str]]]]:
+    """String literals compared with columns, each with the (table, column) pairs it is compared with."""
+    return [(literal, _columns_for(column, tree, schema)) for column, literal in _comparisons(tree)]
+
+
 def literal_problems(tree: exp.Expr, schema: SchemaInfo, index: ValueIndex) -> list[LiteralProblem]:
     """String literals compared with text columns whose every value is indexed, and found in none of them."""
     problems = []
@@ -267,6 +272,7 @@ __all__ = [
     "LiteralProblem",
     "ValueIndex",
     "ValueMatch",
+    "column_literals",
     "literal_problems",
     "normalize",
     "with_fixed_literals",

@@ -29,6 +29,7 @@ from services.core.customer_db import (
     QueryTimeout,
 )
 from services.core.sql import check_sql, extract_sql
+from services.core.value_templates import value_adaptations
 from services.core.values import ValueIndex
 from services.generation.answer_text import summarize
 from services.generation.candidates import Candidate, run_candidate
@@ -65,6 +66,10 @@ class GenerationConfig:
     #: Candidates drawn for execution-consistency voting (1: the greedy answer alone). Voting stops early
     #: when the first two agree.
     vote_candidates: int = 1
+    #: Answer from a very similar verified example adapted through the values the question names for the same
+    #: columns (needs the value index; services.core.value_templates), when the strict template match fails.
+    value_templates: bool = False
+    value_template_min_score: float = 0.75
 
 
 #: GenerationResult.model of an answer whose SQL came from a verified example.
@@ -138,11 +143,16 @@ async def generate_answer(
     timings: dict[str, float] = {}
     if config.template_answers and examples:
         from_example = await _answer_from_example(
-            databases, question, schema, database_url, examples, config, timings
+            databases, question, schema, database_url, examples, config, timings, values
         )
         if from_example is not None:
             from_example.confidence, from_example.confidence_basis = confidence(
-                from_example=True, vote_result=None, candidates=1, empty=False, repaired=False
+                from_example=True,
+                vote_result=None,
+                candidates=1,
+                empty=False,
+                repaired=False,
+                adapted=from_example.confidence_basis == "adapted_example",
             )
             return _finish(from_example, question, timings)
     started = time.perf_counter()
@@ -358,18 +368,35 @@ async def _answer_from_example(
     examples: list[ContextExample],
     config: GenerationConfig,
     timings: dict[str, float],
+    values: ValueIndex | None = None,
 ) -> GenerationResult | None:
-    """The first adapted project example that passes the static check and returns rows, or None. Only a
-    result with something in it counts: no rows, or one row of zeros and NULLs (a COUNT or SUM over nothing),
-    usually means the swapped value belongs to another column or is not in the data, and the model does
-    better there."""
+    """The first adapted project example that passes the static check and returns rows, or None: strict
+    template matches first, then (with a value index) examples adapted through the values the question names
+    for the same columns. Only a result with something in it counts: no rows, or one row of zeros and NULLs
+    (a COUNT or SUM over nothing), usually means the swapped value belongs to another column or is not in the
+    data, and the model does better there."""
     started = time.perf_counter()
     project = [e for e in examples if e.source == "project"]
-    adapted = adaptations(question, project, schema.dialect, limit=config.template_tries)
+    tries: list[tuple[str, str, bool]] = [
+        (a.example_id, a.sql, True)
+        for a in adaptations(question, project, schema.dialect, limit=config.template_tries)
+    ]
+    if values is not None and config.value_templates:
+        tries += [
+            (a.example_id, a.sql, False)
+            for a in value_adaptations(
+                question,
+                project,
+                schema,
+                values,
+                min_score=config.value_template_min_score,
+                limit=config.template_tries,
+            )
+        ]
     _add(timings, "template", started)
-    for candidate in adapted:
+    for example_id, candidate_sql, strict in tries:
         started = time.perf_counter()
-        check = check_sql(candidate.sql, schema)
+        check = check_sql(candidate_sql, schema)
         _add(timings, "check", started)
         if check.checked is None:
             continue
@@ -394,7 +421,8 @@ async def _answer_from_example(
             attempts=0,
             model=EXAMPLE_MODEL,
             sql_source="example",
-            example_id=candidate.example_id,
+            example_id=example_id,
+            confidence_basis="verified_example" if strict else "adapted_example",
         )
     return None
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from services.generation.candidates import Candidate
 
-Basis = Literal["verified_example", "agreement", "single_candidate"]
+Basis = Literal["verified_example", "adapted_example", "agreement", "single_candidate"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,10 @@ def confidence(
     candidates: int,
     empty: bool,
     repaired: bool,
+    adapted: bool = False,
 ) -> tuple[float, Basis]:
     if from_example:
-        return 0.95, "verified_example"
+        return (0.8, "adapted_example") if adapted else (0.95, "verified_example")
     if vote_result is None or candidates <= 1:
         score = 0.45 - (0.15 if empty else 0.0) - (0.1 if repaired else 0.0)
         return round(max(score, 0.05), 3), "single_candidate"

@@ -144,8 +144,19 @@ class _Derived:
     vector: np.ndarray
 
 
+def sql_values(sql: str, dialect: str) -> list[str]:
+    """The string literals of a query: the values its question names (masked as such when it is embedded)."""
+    try:
+        tree = sqlglot.parse_one(sql, read=SQLGLOT_DIALECT.get(dialect, dialect))
+    except Exception:  # unreadable SQL names no values
+        return []
+    return [str(node.this) for node in tree.find_all(exp.Literal) if node.is_string]
+
+
 async def _derive(embedder: Embedder, question: str, sql: str, schema: SchemaInfo) -> _Derived:
-    masked = mask_question(question, schema)
+    # The example's own SQL says which of its question's words are values: masked exactly, as the value index
+    # masks a new question's, so the two meet on shape.
+    masked = mask_question(question, schema, sql_values(sql, schema.dialect))
     tables, columns = _names_for(sql, schema)
     vector = (await asyncio.to_thread(embedder.embed, [retrieval_text(question, masked)]))[0]
     return _Derived(masked, sql_skeleton(sql, schema.dialect), tables, columns, vector)
@@ -374,7 +385,9 @@ async def _reindex(
                 extra={"project_id": project_id, "count": len(missing)},
             )
         else:
-            masked = [mask_question(r["question"], schema) for r in missing]
+            masked = [
+                mask_question(r["question"], schema, sql_values(r["sql"], schema.dialect)) for r in missing
+            ]
             texts = [retrieval_text(r["question"], m) for r, m in zip(missing, masked, strict=True)]
             vectors = await asyncio.to_thread(embedder.embed, texts)
             await pool.executemany(

@@ -14,6 +14,7 @@ from events import ContextReady, ErrorCode, Event, QueryResolved
 from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.common.errors import question_error
+from services.core.column_values_store import ValueIndexes
 from services.query.projects import load_schema
 from services.retrieval.embedder import Embedder, embed_async
 from services.retrieval.fewshot import FewshotLibrary
@@ -43,6 +44,12 @@ class RetrievalHandler(BaseHandler):
         self.top_k = top_k
         self.fewshot_k = fewshot_k
         self.library = library or FewshotLibrary()
+        self.values = ValueIndexes(pool)
+
+    async def _known_values(self, event: QueryResolved) -> list[str]:
+        """The question's words that are values of the project's database (masked as values)."""
+        index = await self.values.current(event.project_id)
+        return [m.phrase for m in index.matches(event.question)] if index is not None else []
 
     def ordering_key(self, event: Event) -> str:
         # Retrieval reads, never writes, per question: only a conversation's own order is kept.
@@ -59,7 +66,8 @@ class RetrievalHandler(BaseHandler):
         for event in events:
             if isinstance(event, QueryResolved):
                 schema = await load_schema(self.pool, event.schema_version_id)
-                texts.append(retrieval_text(event.question, mask_question(event.question, schema)))
+                known = await self._known_values(event)
+                texts.append(retrieval_text(event.question, mask_question(event.question, schema, known)))
                 texts.append(event.question)
         unique = list(dict.fromkeys(texts))
         if unique:
@@ -80,6 +88,7 @@ class RetrievalHandler(BaseHandler):
                 question=event.question,
                 schema=schema,
                 k=self.top_k,
+                known_values=await self._known_values(event),
             )
         fewshot = []
         # The project's own examples take precedence: library examples only fill what they leave open.

@@ -137,15 +137,18 @@ async def select_examples(
     candidates: int = 40,
     diversity: float = 0.3,
     min_similarity: float = 0.2,
+    known_values: Sequence[str] = (),
 ) -> list[ContextExample]:
     """Up to ``k`` of the project's usable examples for ``question``, best first (source='project').
 
+    ``known_values``: the question's words the project's value index found as database values; they are
+    masked as values (as examples are by their SQL's literals), so questions of one shape meet.
     ``min_similarity`` drops examples about something else entirely: an unrelated demonstration costs prompt
     tokens and can mislead a small model more than no demonstration.
     """
     if k <= 0:
         return []
-    masked = mask_question(question, schema)
+    masked = mask_question(question, schema, known_values)
     vector = (await embed_async(embedder, [retrieval_text(question, masked)]))[0]
     search_examples = getattr(index, "search_examples", None)
     if search_examples is not None:
