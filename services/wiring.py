@@ -69,6 +69,7 @@ def generation_config(settings: Settings) -> Any:
     return GenerationConfig(
         prompt=PromptOptions.full().but(value_hints=settings.value_hints),
         mechanical_fixes=settings.mechanical_fixes,
+        value_check=settings.value_hints,
         value_templates=settings.value_templates,
         vote_candidates=settings.vote_candidates,
         repair_rounds=settings.repair_rounds,

@@ -16,8 +16,9 @@ values      + value grounding: the database values the question mentions and the
 vote        + execution-consistency voting: sampled candidates of the same evaluated prompt, the result most
             agree on answers (three candidates, stopping when the first two agree)
 lora        + the project's LoRA adapter trained on its verified history (``services.training``)
-full        everything on: the generation config the services are wired with (``services.wiring``), the
-            retrieval consumer's settings and the project's adapter when one was trained in this run
+product     the generation config the services are wired with (``services.wiring``) and the retrieval
+            consumer's settings, no adapter: what a project gets before its first LoRA training
+full        everything on: ``product`` and the project's adapter when one was trained in this run
 ==========  ===============================================================================================
 """
 
@@ -180,6 +181,17 @@ STRATEGIES: dict[str, Strategy] = {
             template_answers=True,
         ),
         Strategy(
+            "product",
+            "the services' wiring and retrieval settings without a project adapter: what a project gets before "
+            "its first LoRA training",
+            _FULL,
+            True,
+            True,
+            static_check=True,
+            repair=True,
+            product_wiring=True,
+        ),
+        Strategy(
             "full",
             "everything on: the services' wiring, retrieval settings and the project's adapter if trained",
             _FULL,
@@ -202,6 +214,7 @@ DEFAULT_STRATEGIES: tuple[str, ...] = (
     "template",
     "values",
     "vote",
+    "product",
     "full",
 )
 

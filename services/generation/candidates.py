@@ -9,6 +9,7 @@ repair round can use it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,7 +85,11 @@ async def run_candidate(
     timeout_s: float,
     row_limit: int,
     execute_invalid: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> Candidate:
+    """Check ``sql`` (fixing it mechanically where allowed), compare its literals with the column values and run
+    what was checked; ``timings`` collects the milliseconds of the check and of the execution apart."""
+    started = time.perf_counter()
     check, fixed = checked(sql, schema, mechanical_fixes=mechanical_fixes)
     shown = check.sql or sql
     if check.unsafe:
@@ -93,13 +98,23 @@ async def run_candidate(
         return Candidate(shown, "invalid", check.message, check)
     check, value_fixes, problems = with_values(check, schema, values, mechanical_fixes=mechanical_fixes)
     assert check.checked is not None
+    started = _spent(timings, "check", started)
     try:
         result = await databases.run(database_url, check.checked, timeout_s=timeout_s, row_limit=row_limit)
     except (QueryFailed, QueryTimeout) as exc:
         return Candidate(check.checked.text, "failed", str(exc), check, fixed=fixed + value_fixes)
+    finally:
+        _spent(timings, "execute", started)
     return Candidate(
         check.checked.text, "ran", "", check, result, fixed=fixed + value_fixes, value_problems=problems
     )
+
+
+def _spent(timings: dict[str, float] | None, stage: str, started: float) -> float:
+    now = time.perf_counter()
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + (now - started) * 1000.0
+    return now
 
 
 __all__ = ["Candidate", "checked", "run_candidate", "with_values"]

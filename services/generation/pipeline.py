@@ -193,9 +193,7 @@ async def generate_answer(
         if out.attempts > 1 and sql and sql != previous_sql:
             out.repaired = True
         out.sql = sql
-        started = time.perf_counter()
         candidate = await run.candidate(sql)
-        _add(timings, "check_execute", started)
         final = candidate
         out.sql = candidate.sql or sql
         out.schema_valid = candidate.schema_valid
@@ -328,6 +326,7 @@ class _Runner:
             mechanical_fixes=self.config.mechanical_fixes,
             timeout_s=self.config.timeout_s,
             row_limit=self.config.row_limit,
+            timings=self.timings,
         )
 
     async def vote_candidates(
