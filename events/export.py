@@ -42,7 +42,9 @@ CONSUMERS: tuple[ConsumerTopology, ...] = (
     ConsumerTopology("retrieval", ("query.resolved",), ("retrieval.context", "chat.error")),
     ConsumerTopology("generation", ("retrieval.context", "model.updated"), ("chat.answer", "chat.error")),
     ConsumerTopology("feedback", ("chat.answer", "chat.error", "chat.feedback"), ("training.requested",)),
-    ConsumerTopology("training", ("training.requested",), ("training.status", "model.updated")),
+    ConsumerTopology(
+        "training", ("training.requested", "chat.feedback"), ("training.status", "model.updated")
+    ),
 )
 
 EXPORTED_TYPES: tuple[type[BaseModel], ...] = (*EVENT_TYPES, DeadLetter)

@@ -426,6 +426,7 @@ class AccuracyBench:
         try:
             from services.generation.serving import ModelRouter
             from services.training.dataset import load_dataset
+            from services.training.job import enriched
             from services.training.lora_train import adapter_path, make_config, train_lora
             from services.training.registry import promote, register_candidate
         except ImportError as exc:
@@ -435,6 +436,14 @@ class AccuracyBench:
             project_id,
             validation_share=self.settings.validation_share,
             seed=self.settings.training_seed,
+        )
+        # The product's training data: value variants and serving-like prompts (services.training.job).
+        dataset = await enriched(
+            self.pool,
+            self.settings,
+            dataset,
+            databases=self.databases,
+            database_url=state.project.database_url,
         )
         if not dataset.train:
             return None, {"status": "skipped", "reason": "the project has no verified examples to train on"}
@@ -457,6 +466,7 @@ class AccuracyBench:
             "path": str(path),
             "train_examples": len(dataset.train),
             "validation_examples": len(dataset.validation),
+            "dataset": dataset.describe(),
             "history_hash": state.project.history_hash(state.replayed),
         }
         started = time.perf_counter()

@@ -73,7 +73,8 @@ def _configure_accuracy(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="GGUF model: qwen2.5-coder-0.5b-instruct (default), smollm2-135m-instruct or a .gguf path",
+        help="GGUF model: qwen2.5-coder-0.5b-instruct (default), qwen2.5-coder-1.5b-instruct, "
+        "smollm2-135m-instruct or a .gguf path",
     )
     p.add_argument(
         "--learning-curve", action="store_true", help="also answer after 0/10/25/50/100 %% of history"

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from services.common.runtime_db import open_pool
 from services.common.settings import Settings, get_settings
-from services.training import registry
+from services.training import canary, registry
 from services.training.announce import serving_changed
 
 console = Console()
@@ -44,9 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    pool = await open_pool(get_settings())
+    settings = get_settings()
+    pool = await open_pool(settings)
     try:
         versions = await registry.list_versions(pool, args.project)
+        review = await canary.review(pool, args.project, min_ratings=settings.canary_min_ratings, apply=False)
     finally:
         await pool.close()
     if not versions:
@@ -66,7 +68,26 @@ async def _list(args: argparse.Namespace) -> int:
             v.created_at.strftime("%Y-%m-%d %H:%M") if v.created_at else "",
         )
     console.print(table)
+    if review is not None:
+        _print_arms(review)
     return 0
+
+
+def _print_arms(review: canary.CanaryReview) -> None:
+    """Both arms of the A/B split since the canary started, and what their ratings say so far."""
+    arms = Table(f"arm (canary: v{review.version})", "answers", "rated", "good", "bad", "good share")
+    for figures in (review.control, review.candidate):
+        share = figures.good_share
+        arms.add_row(
+            figures.arm,
+            str(figures.answers),
+            str(figures.rated),
+            str(figures.good),
+            str(figures.bad),
+            f"{share:.0%}" if share is not None else "",
+        )
+    console.print(arms)
+    console.print(f"canary: {review.verdict.action} ({review.verdict.reason})")
 
 
 async def _announce(settings: Settings, project_id: str, version: registry.ModelVersion | None) -> None:

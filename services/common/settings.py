@@ -223,7 +223,36 @@ class Settings(BaseSettings):
     training_seed: int = Field(13, description="Seed of the split and of training.")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of examples held out for the gate.")
     promote_margin: float = Field(
-        0.0, ge=0, description="Execution-accuracy gain an adapter needs over the current model."
+        0.0,
+        ge=0,
+        description="Execution-accuracy gain an adapter needs over the current model, on top of a strict gain.",
+    )
+    min_eval_examples: int = Field(
+        5,
+        ge=1,
+        description="Held-out examples the gate needs before it promotes an adapter (fewer: the adapter is "
+        "registered as a candidate for a person to promote).",
+    )
+    training_value_variants: int = Field(
+        3,
+        ge=0,
+        description="Value variants made of each verified training example (the same SQL and question with "
+        "another value of the same column, kept only when it returns rows; 0: none).",
+    )
+    training_max_variants: int = Field(
+        400, ge=0, description="Value variants kept per training run, spread over the verified examples."
+    )
+    training_context_examples: int = Field(
+        3,
+        ge=0,
+        description="Similar verified examples put in each training prompt, as serving retrieval does (0: the "
+        "bare prompt).",
+    )
+    canary_min_ratings: int = Field(
+        20,
+        ge=1,
+        description="Rated answers each arm needs before the canary's live ratings decide between promotion and "
+        "rollback.",
     )
     canary_share: float = Field(
         0.0, ge=0, le=1, description="Share of questions sent to a candidate adapter."

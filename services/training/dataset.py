@@ -1,7 +1,9 @@
 """A project's LoRA training data: its verified examples, split and rendered exactly as inference prompts them.
 
 Only examples that are verified, not stale (still valid for the current schema) and not rated down are used,
-and only the given project's: an adapter never sees another customer's questions.
+and only the given project's: an adapter never sees another customer's questions. The split comes first; the
+training side may then grow by value variants and carry similar examples in its prompts
+(``services.training.enrich``), the held-out side only gets the same kind of prompt.
 """
 
 from __future__ import annotations
@@ -12,15 +14,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
+from events.internal import ContextExample
 from services.common.schema import SchemaInfo
 from services.generation.llm.base import ChatMessage
-
-#: Renders the (system, user, ...) prompt messages for a question, as inference does.
-Render = Callable[[str, SchemaInfo], list[ChatMessage]]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class TrainingExample:
     id: uuid.UUID
     question: str
     sql: str
+    #: A verified example as stored, or a value variant of one (``services.training.augment``).
+    origin: Literal["verified", "value_variant"] = "verified"
+    #: Similar examples the serving prompt would carry for this question (never the example itself).
+    context: tuple[ContextExample, ...] = ()
+    #: The database values the question names, as the serving prompt states them.
+    value_hints: tuple[str, ...] = ()
+
+
+#: Renders the (system, user, ...) prompt messages for an example's question, as inference does.
+Render = Callable[[TrainingExample, SchemaInfo], list[ChatMessage]]
 
 
 @dataclass
@@ -37,10 +47,25 @@ class ProjectDataset:
     train: list[TrainingExample]
     validation: list[TrainingExample]
     render: Render = field(repr=False)
+    #: How the training side was made: verified examples, value variants tried and kept, prompts with
+    #: similar examples (shown in training.status and the registry).
+    composition: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
         return len(self.train) + len(self.validation)
+
+    @property
+    def verified_train(self) -> list[TrainingExample]:
+        return [e for e in self.train if e.origin == "verified"]
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "verified": len(self.verified_train),
+            "value_variants": len(self.train) - len(self.verified_train),
+            "validation": len(self.validation),
+            **self.composition,
+        }
 
     def train_records(self) -> list[dict[str, Any]]:
         return [{"messages": to_chat(e, self.schema, self.render)} for e in self.train]
@@ -53,12 +78,19 @@ class NoSchema(Exception):
     """The project has no recorded schema, so its prompts cannot be rendered."""
 
 
-def default_render(question: str, schema: SchemaInfo) -> list[ChatMessage]:
-    """The inference prompt without retrieved or few-shot examples: the adapter must learn to do without."""
+def default_render(example: TrainingExample, schema: SchemaInfo) -> list[ChatMessage]:
+    """The serving prompt: instructions and schema, the similar examples retrieval would find (as chat
+    turns) and the values the question names; so the adapter learns to use retrieval, not to replace it."""
     # Imported here so the training worker and exporters do not need the prompt module at import time.
     from services.generation.prompt import PromptOptions, build_prompt
 
-    prompt = build_prompt(question, schema, options=PromptOptions())
+    prompt = build_prompt(
+        example.question,
+        schema,
+        examples=list(example.context),
+        value_hints=list(example.value_hints) or None,
+        options=PromptOptions(),
+    )
     return list(prompt.messages)
 
 
@@ -66,9 +98,20 @@ def assistant_content(sql: str) -> str:
     return f"```sql\n{sql.strip().rstrip(';')}\n```"
 
 
+def prompt_messages(example: TrainingExample, schema: SchemaInfo, render: Render) -> list[ChatMessage]:
+    """The prompt up to the answer: the rendered chat without its final assistant turn (example turns in
+    it are context and stay)."""
+    messages = render(example, schema)
+    while messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    return messages
+
+
 def to_chat(example: TrainingExample, schema: SchemaInfo, render: Render) -> list[ChatMessage]:
-    messages = [m for m in render(example.question, schema) if m["role"] != "assistant"]
-    return [*messages, ChatMessage(role="assistant", content=assistant_content(example.sql))]
+    return [
+        *prompt_messages(example, schema, render),
+        ChatMessage(role="assistant", content=assistant_content(example.sql)),
+    ]
 
 
 def split(

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from services.common.schema import SchemaInfo
 from services.generation.exec_match import gold_is_ordered, results_match
 from services.generation.llm.base import LLM, AdapterRef
-from services.training.dataset import Render, TrainingExample, default_render
+from services.training.dataset import Render, TrainingExample, default_render, prompt_messages
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ _START = re.compile(r"\b(WITH|SELECT)\b", re.IGNORECASE)
 
 
 class _Result(Protocol):
-    rows: Sequence[Any]
+    @property
+    def rows(self) -> Sequence[Any]: ...
 
 
 class Executor(Protocol):
@@ -33,7 +34,7 @@ class Executor(Protocol):
     checks a statement against the project's schema and runs only what the check approved."""
 
     async def check_and_run(
-        self, database_url: str, sql: str, schema: SchemaInfo, *, timeout_s: float, row_limit: int
+        self, database_url: str, sql: str, schema: SchemaInfo, /, *, timeout_s: float, row_limit: int
     ) -> tuple[Any, _Result]: ...
 
 
@@ -86,11 +87,33 @@ class EvalResult:
         }
 
 
-def gate(candidate_acc: float, current_acc: float, margin: float) -> bool:
-    """Promote only when the candidate is at least ``margin`` better. A tie passes with margin 0 (the
-    candidate has learnt from more examples), but never at zero: an adapter that answers none of the
-    held-out questions has shown nothing, however badly the serving model does."""
-    return candidate_acc > 0 and candidate_acc + 1e-9 >= current_acc + margin
+def gate(
+    candidate_acc: float, current_acc: float, margin: float, *, examples: int, min_examples: int
+) -> GateDecision:
+    """Promote only on a strict gain of more than ``margin`` over the serving model, measured on at least
+    ``min_examples`` held-out examples. A tie proves nothing (the candidate may only have learnt the same), nor
+    does an adapter that answers none of them, however badly the serving model does; too few examples leave
+    the adapter a candidate for a person to judge."""
+    if examples < min_examples:
+        return GateDecision(
+            False, f"{examples} held-out examples; the gate needs {min_examples}", judged=False
+        )
+    if candidate_acc <= 0:
+        return GateDecision(False, "the adapter answered none of the held-out examples")
+    if candidate_acc <= current_acc + margin + 1e-9:
+        return GateDecision(
+            False,
+            f"{candidate_acc:.0%} held-out accuracy is no gain over the serving model's {current_acc:.0%}",
+        )
+    return GateDecision(True, f"{candidate_acc:.0%} held-out accuracy against {current_acc:.0%}")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+    #: False when there was too little to judge on: the adapter stays a candidate rather than being rejected.
+    judged: bool = True
 
 
 @dataclass
@@ -138,7 +161,7 @@ class Evaluator:
             if gold is None:
                 result.skipped += 1
                 continue
-            messages = [m for m in self.render(example.question, self.schema) if m["role"] != "assistant"]
+            messages = prompt_messages(example, self.schema, self.render)
             completion = await self.llm.complete(messages, max_tokens=self.max_tokens, adapter=adapter)
             predicted = extract_sql(completion.text)
             outcome = ExampleOutcome(str(example.id), predicted, False)

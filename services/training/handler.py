@@ -1,5 +1,6 @@
 """Training consumer: training.requested → a LoRA job on Ray → training.status events and, when the adapter
-beats the serving model, model.updated."""
+beats the serving model, model.updated; chat.feedback → the canary's live ratings reviewed → model.updated when
+they decide (promotion or rollback)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,22 @@ from typing import Any, ClassVar
 
 import asyncpg
 
-from events import Event, ModelUpdated, TrainingRequested, TrainingStatus
+from events import ChatFeedback, Event, ModelUpdated, TrainingRequested, TrainingStatus
 from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.common.settings import Settings
-from services.training import registry
+from services.training import canary, registry
+from services.training.announce import serving_changed
 
 log = logging.getLogger(__name__)
 
 
 class TrainingHandler(BaseHandler):
     name: ClassVar[str] = "training"
-    subscriptions: ClassVar[dict[str, type[Event]]] = {TrainingRequested.topic: TrainingRequested}
+    subscriptions: ClassVar[dict[str, type[Event]]] = {
+        TrainingRequested.topic: TrainingRequested,
+        ChatFeedback.topic: ChatFeedback,
+    }
 
     def __init__(
         self, pool: asyncpg.Pool, settings: Settings, *, trainer: Any = None, evaluator_llm: Any = None
@@ -60,6 +65,8 @@ class TrainingHandler(BaseHandler):
     async def handle(self, event: Event) -> Sequence[Event]:
         from services.training.job import run_training_job
 
+        if isinstance(event, ChatFeedback):
+            return await self._review_canary(event)
         assert isinstance(event, TrainingRequested)
         job = await registry.get_job(self.pool, event.event_id)
         if job is not None and job.status in ("succeeded", "failed", "cancelled", "rejected"):
@@ -109,6 +116,28 @@ class TrainingHandler(BaseHandler):
             )
             out.append(update.with_derived_id(event.event_id, "model"))
         return out
+
+    async def _review_canary(self, feedback: ChatFeedback) -> Sequence[Event]:
+        """A rating may be the one that lets the canary's ratings decide. The feedback consumer stores
+        ratings independently, so this one may not be counted yet: the next rating reviews again."""
+        review = await canary.review(
+            self.pool, feedback.project_id, min_ratings=self.settings.canary_min_ratings
+        )
+        if review is None or review.verdict.action == "wait":
+            return ()
+        log.info(
+            "canary decided",
+            extra={
+                "project": feedback.project_id,
+                "version": review.version,
+                "action": review.verdict.action,
+            },
+        )
+        serving = (await registry.active_and_canary(self.pool, feedback.project_id)).active
+        if serving is not None:
+            metrics.MODEL_VERSION.labels(feedback.project_id, "active").set(serving.version)
+        update = serving_changed(feedback.project_id, serving, self.settings.training_base_model)
+        return [update.with_derived_id(feedback.event_id, f"canary-{review.verdict.action}")]
 
     def _status(
         self, request: TrainingRequested, status: str, progress: float | None, message: str, extra: Any = None

@@ -16,9 +16,11 @@ from typing import Any, Literal
 import asyncpg
 
 from services.common.settings import Settings
+from services.core.column_values_store import ValueIndexes
 from services.generation.llm.base import LLM
 from services.training import registry
-from services.training.dataset import Render, load_dataset, mark_trained
+from services.training.dataset import ProjectDataset, Render, load_dataset, mark_trained
+from services.training.enrich import EnrichOptions, enrich
 from services.training.evaluate import Evaluator, Executor, gate
 from services.training.lora_train import make_config
 from services.training.ray_runner import ProgressHandler, RayTrainingRunner, TrainingCancelled, TrainingFailed
@@ -72,6 +74,8 @@ async def run_training_job(
         error = f"{dataset.size} usable examples; at least {MIN_EXAMPLES} are needed"
         await registry.finish_job(pool, job_id, "failed", error)
         return TrainingOutcome(job_id, project_id, "failed", error=error)
+    database_url = await pool.fetchval("SELECT database_url FROM projects WHERE id = $1", project_id)
+    dataset = await enriched(pool, settings, dataset, databases=databases, database_url=database_url)
 
     version_number = await registry.next_version(pool, project_id)
     config = make_config(
@@ -93,6 +97,7 @@ async def run_training_job(
         return TrainingOutcome(job_id, project_id, "failed", error=str(exc))
 
     metrics = {k: v for k, v in trained.items() if k not in ("adapter_path", "checksum")}
+    metrics["dataset"] = dataset.describe()
     candidate = await registry.register_candidate(
         pool,
         project_id,
@@ -103,11 +108,10 @@ async def run_training_job(
         training_job_id=job_id,
         version=version_number,
     )
-    await mark_trained(pool, project_id, [e.id for e in dataset.train], candidate.version)
+    await mark_trained(pool, project_id, [e.id for e in dataset.verified_train], candidate.version)
 
     decision: Literal["active", "canary", "candidate", "rejected"] = "candidate"
     if evaluator_llm is not None and databases is not None and dataset.validation:
-        database_url = await pool.fetchval("SELECT database_url FROM projects WHERE id = $1", project_id)
         evaluator = Evaluator(
             evaluator_llm,
             databases,
@@ -123,17 +127,26 @@ async def run_training_job(
             dataset.validation, adapter=serving.adapter_ref() if serving else None
         )
         cand = await evaluator.accuracy(dataset.validation, adapter=candidate.adapter_ref())
-        passed = gate(cand.accuracy, current.accuracy, settings.promote_margin)
+        verdict = gate(
+            cand.accuracy,
+            current.accuracy,
+            settings.promote_margin,
+            examples=cand.total,
+            min_examples=settings.min_eval_examples,
+        )
         metrics.update(
             eval_accuracy=cand.accuracy,
             current_accuracy=current.accuracy,
             current_version=serving.version if serving else None,
             eval_examples=cand.total,
             eval_seconds=round(current.seconds + cand.seconds, 3),
-            gate_passed=passed,
+            gate_passed=verdict.passed,
+            gate_reason=verdict.reason,
         )
         await registry.update_metrics(pool, project_id, candidate.version, metrics)
-        if not passed:
+        if not verdict.judged:
+            decision = "candidate"  # too little held out to judge: a person decides
+        elif not verdict.passed:
             candidate = await registry.reject_candidate(pool, project_id, candidate.version)
             decision = "rejected"
         elif settings.canary_share > 0:
@@ -149,3 +162,29 @@ async def run_training_job(
         "training finished", extra={"project": project_id, "version": candidate.version, "decision": decision}
     )
     return TrainingOutcome(job_id, project_id, status, candidate, decision, metrics)
+
+
+async def enriched(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    dataset: ProjectDataset,
+    *,
+    databases: Executor | None,
+    database_url: str | None,
+) -> ProjectDataset:
+    """The dataset with value variants and serving-like prompts (``services.training.enrich``)."""
+    index = await ValueIndexes(pool, max_projects=1).current(dataset.project_id)
+    return await enrich(
+        dataset,
+        index=index,
+        databases=databases,
+        database_url=database_url,
+        options=EnrichOptions(
+            variants_per_example=settings.training_value_variants,
+            max_variants=settings.training_max_variants,
+            context_examples=settings.training_context_examples,
+            seed=settings.training_seed,
+            timeout_s=settings.sql_timeout_s,
+            row_limit=settings.sql_row_limit,
+        ),
+    )

@@ -1,0 +1,155 @@
+"""A split dataset made ready for training as the product serves: value variants added to the training side
+(run through the guarded path, kept when they return rows) and each prompt given the similar examples and the
+value hints that serving would put in it.
+
+Similar examples come from the training side's verified examples only, never the example itself: a held-out
+example is never seen by the adapter, not even as another question's context. Similarity is the wording of
+the questions once the values they name are masked (rapidfuzz), which is what serving's value-masked
+retrieval ranks by as well; the training worker then needs no embedding model.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from rapidfuzz import fuzz, process
+
+from events.internal import ContextExample
+from services.common.schema import SchemaInfo
+from services.core.values import ValueIndex, normalize
+from services.training.augment import spread, value_variants
+from services.training.dataset import ProjectDataset, TrainingExample
+from services.training.evaluate import Executor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnrichOptions:
+    variants_per_example: int = 3
+    max_variants: int = 400
+    context_examples: int = 3
+    seed: int = 13
+    timeout_s: float = 10.0
+    row_limit: int = 1000
+
+
+def _masked(question: str, index: ValueIndex | None) -> str:
+    text = normalize(question)
+    if index is None:
+        return text
+    for match in index.matches(question):
+        text = text.replace(match.phrase, "<value>")
+    return text
+
+
+def with_context(
+    examples: Sequence[TrainingExample],
+    pool: Sequence[TrainingExample],
+    index: ValueIndex | None,
+    k: int,
+) -> list[TrainingExample]:
+    """Each example with its ``k`` most similar examples of ``pool`` (itself and same-question examples left
+    out) and the value hints of its question."""
+    if not pool:
+        return [replace(e, value_hints=tuple(index.hints(e.question)) if index else ()) for e in examples]
+    keys = [_masked(p.question, index) for p in pool]
+    out = []
+    for example in examples:
+        context: tuple[ContextExample, ...] = ()
+        if k > 0:
+            found = process.extract(
+                _masked(example.question, index), keys, scorer=fuzz.token_set_ratio, limit=k + 2
+            )
+            chosen = [
+                (pool[i], score)
+                for _, score, i in found
+                if pool[i].id != example.id and pool[i].question.lower() != example.question.lower()
+            ][:k]
+            context = tuple(
+                ContextExample(
+                    example_id=str(p.id), source="project", question=p.question, sql=p.sql, score=score / 100
+                )
+                for p, score in chosen
+            )
+        hints = tuple(index.hints(example.question)) if index is not None else ()
+        out.append(replace(example, context=context, value_hints=hints))
+    return out
+
+
+async def kept_variants(
+    train: Sequence[TrainingExample],
+    schema: SchemaInfo,
+    index: ValueIndex,
+    databases: Executor,
+    database_url: str,
+    options: EnrichOptions,
+    held_out: Sequence[TrainingExample] = (),
+) -> tuple[list[TrainingExample], int]:
+    """Value variants of the training examples that run and return rows (none that asks a question already
+    in the dataset, held-out ones included); also how many were tried."""
+    rng = random.Random(options.seed)
+    known = {e.question.lower() for e in (*train, *held_out)}
+    made = []
+    for example in sorted(train, key=lambda e: str(e.id)):
+        made += value_variants(
+            example.question,
+            example.sql,
+            schema,
+            index,
+            per_example=options.variants_per_example,
+            rng=rng,
+        )
+    candidates = [v for v in spread(made, options.max_variants) if v.question.lower() not in known]
+    kept: list[TrainingExample] = []
+    for variant in candidates:
+        try:
+            _, result = await databases.check_and_run(
+                database_url, variant.sql, schema, timeout_s=options.timeout_s, row_limit=options.row_limit
+            )
+        except Exception as exc:  # refused or failed: the variant is not kept, whatever the reason
+            log.debug("value variant dropped", extra={"error": type(exc).__name__})
+            continue
+        if result.rows:
+            kept.append(
+                TrainingExample(
+                    id=uuid.uuid5(uuid.NAMESPACE_URL, f"variant/{variant.question}/{variant.sql}"),
+                    question=variant.question,
+                    sql=variant.sql,
+                    origin="value_variant",
+                )
+            )
+    return kept, len(candidates)
+
+
+async def enrich(
+    dataset: ProjectDataset,
+    *,
+    index: ValueIndex | None,
+    databases: Executor | None,
+    database_url: str | None,
+    options: EnrichOptions,
+) -> ProjectDataset:
+    """The dataset with value variants on its training side and serving-like prompts on both sides."""
+    verified = dataset.verified_train
+    variants: list[TrainingExample] = []
+    tried = 0
+    if index is not None and databases is not None and database_url and options.variants_per_example > 0:
+        variants, tried = await kept_variants(
+            verified, dataset.schema, index, databases, database_url, options, held_out=dataset.validation
+        )
+    train = with_context([*verified, *variants], verified, index, options.context_examples)
+    validation = with_context(dataset.validation, verified, index, options.context_examples)
+    composition = {
+        "variants_tried": tried,
+        "with_context": sum(bool(e.context) for e in train),
+        "with_value_hints": sum(bool(e.value_hints) for e in train),
+    }
+    return replace(dataset, train=train, validation=validation, composition=composition)
+
+
+__all__ = ["EnrichOptions", "enrich", "kept_variants", "with_context"]
