@@ -295,3 +295,47 @@ async def _shut_down(
         await asyncio.wait_for(running, 40)
     await outputs.stop()
     await bus.stop()
+
+
+async def test_unreadable_events_at_the_same_position_under_two_prefixes_are_both_dead_lettered_scripted_handler(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A memory-only broker restarts its offsets, and deployments share a database under other topic
+    prefixes: a second unreadable event at the same consumer, topic, partition and offset is a new letter."""
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    marker = uuid.uuid4().hex
+    letters_before = await pool.fetchval(
+        "SELECT count(*) FROM dead_letters WHERE payload_text LIKE $1", f"%{marker}%"
+    )
+    assert letters_before == 0
+    for n in range(2):
+        prefix = f"{settings.topic_prefix}dl{n}."
+        await ensure_topics(bootstrap, prefix, 1)  # one partition: both events sit at offset 0
+        bus = Bus(bootstrap, prefix=prefix, client="loop-test")
+        await bus.start()
+        runner = ConsumerRunner(
+            SleepingHandler(),
+            bootstrap_servers=bootstrap,
+            pool=pool,
+            bus=bus,
+            prefix=prefix,
+            group_id=f"loop-test-{uuid.uuid4().hex[:8]}",
+        )
+        outputs = AIOKafkaConsumer(prefix + ChatError.topic, bootstrap_servers=bootstrap, group_id=None)
+        await outputs.start()
+        running = asyncio.create_task(runner.run())
+        try:
+            await bus.publish_raw(ChatQuestion.topic, f'{{"not json {marker} {n}'.encode(), key=b"k")
+
+            async def stored(count: int = n + 1) -> bool:
+                found = await pool.fetchval(
+                    'SELECT count(*) FROM dead_letters WHERE payload_text LIKE $1 AND "offset" = 0',
+                    f"%{marker}%",
+                )
+                return bool(found == count)
+
+            await wait_until(stored, timeout_s=30)
+        finally:
+            await _shut_down(runner, running, outputs, bus)
+    reasons = await pool.fetch("SELECT reason FROM dead_letters WHERE payload_text LIKE $1", f"%{marker}%")
+    assert [r["reason"] for r in reasons] == ["unparseable", "unparseable"]

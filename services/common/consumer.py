@@ -20,6 +20,7 @@ in that order.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -650,9 +651,7 @@ class ConsumerRunner:
         short = record.topic[len(self.prefix) :]
         value = record.value or b""
         letter = DeadLetter(
-            event_id=uuid.uuid5(
-                uuid.NAMESPACE_URL, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"
-            ),
+            event_id=_dead_letter_id(self.group_id, record, value),
             consumer=self.handler.name,
             source_topic=short,
             partition=record.partition,
@@ -691,6 +690,14 @@ class ConsumerRunner:
             "store dead letter",
         )
         return letter
+
+
+def _dead_letter_id(group_id: str, record: ConsumerRecord[bytes, bytes], value: bytes) -> uuid.UUID:
+    """The same record redelivered gets the same id (stored once); another record at the same position, as
+    after a restart of a broker that keeps topics in memory, gets its own."""
+    digest = hashlib.sha256(value).hexdigest()
+    position = f"{group_id}/{record.topic}/{record.partition}/{record.offset}/{record.timestamp}/{digest}"
+    return uuid.uuid5(uuid.NAMESPACE_URL, position)
 
 
 def _outputs_json(outputs: Sequence[tuple[Event, str]]) -> str:
