@@ -31,9 +31,9 @@ from events import (
 )
 from services.client import QueryliftClient
 from services.common.consumer import MAX_EVENT_BYTES
-from services.common.service import run_consumer
+from services.common.llm.scripted import ScriptedLLM
 from services.common.settings import Settings
-from services.generation.llm.scripted import ScriptedLLM
+from services.consumer_process import run_consumer
 from services.query.register import register_project
 from services.wiring import SERVICES, Overrides
 from tests.conftest import SAMPLE_DB, unique, wait_until
@@ -52,7 +52,7 @@ class Stack:
 async def stack(
     pg_dsn: str, broker, tmp_path_factory: pytest.TempPathFactory, pool: asyncpg.Pool
 ) -> AsyncIterator[Stack]:
-    from services.retrieval.embedder import get_embedder
+    from services.core.examples.embedder import get_embedder
 
     tmp = tmp_path_factory.mktemp("badinput")
     database = tmp / "bikeshop.sqlite"
