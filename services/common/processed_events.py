@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from events import Event
+from events import EVENT_TYPES, Event
 
 #: One recorded output: the event's JSON object with its topic under ``"__topic"``.
 StoredOutput = dict[str, Any]
@@ -65,15 +65,11 @@ def _outputs_json(outputs: Sequence[EncodedOutput]) -> str:
     return "[" + ",".join(f'{{"__topic":{json.dumps(type(e).topic)},{js[1:]}' for e, js in outputs) + "]"
 
 
-_BY_TOPIC: dict[str, type[Event]] = {}
+_BY_TOPIC: dict[str, type[Event]] = {t.topic: t for t in EVENT_TYPES}
 
 
 def revive(item: StoredOutput) -> Event:
     """The event a recorded output stands for."""
-    if not _BY_TOPIC:
-        from events import EVENT_TYPES
-
-        _BY_TOPIC.update({t.topic: t for t in EVENT_TYPES})
     data = dict(item)
     topic = data.pop("__topic")
     return _BY_TOPIC[topic].model_validate(data)
