@@ -17,6 +17,7 @@ import hashlib
 import json
 import sqlite3
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,10 +26,10 @@ from typing import Any
 import aiomysql
 import asyncpg
 
-from services.common.schema import SchemaInfo
+from services.common.llm.scripted import ScriptedLLM
 from services.core.customer_db import CustomerDatabases, DatabaseUnavailable, discover_schema
-from services.generation.llm.base import LLM
-from services.generation.llm.scripted import ScriptedLLM
+from services.core.llm.base import LLM
+from services.core.schema import SchemaInfo
 from services.generation.pipeline import GenerationConfig, generate_answer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -372,7 +373,6 @@ def summarize(
 
 
 async def main() -> dict[str, Any]:
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ql-hostile-") as tmp:
         targets = await prepare_targets(Path(tmp))

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -29,6 +30,7 @@ from bench.pipeline.stack import (
     register_tenants,
 )
 from services.client import QueryliftClient
+from services.common.logging_setup import setup_logging
 from services.wiring import SERVICES
 
 
@@ -108,7 +110,6 @@ async def soak(
             await client.stop()
         fleet.stop()
         infra.stop()
-        import shutil
 
         shutil.rmtree(work, ignore_errors=True)
 
@@ -141,7 +142,6 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
-    from services.common.logging_setup import setup_logging
 
     setup_logging("WARNING", json_lines=False)
     doc = asyncio.run(soak(args.seconds, args.rate, args.every, args.model_latency_ms, args.projects))

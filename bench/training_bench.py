@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services.common.llm.model_files import resolve_gguf
+from services.training.lora_train import train_lora
+
 QWEN_05B: dict[str, Any] = {
     "hidden_size": 896,
     "num_hidden_layers": 24,
@@ -53,8 +56,6 @@ def _synthetic_records(n: int, seq_tokens: int) -> list[dict[str, Any]]:
 def _bench_gguf(
     steps: int, batch_size: int, seq_tokens: int, threads: int, cache_dir: Path
 ) -> dict[str, Any]:
-    from services.generation.model_files import resolve_gguf
-    from services.training.lora_train import train_lora
 
     gguf = resolve_gguf("qwen2.5-coder-0.5b-instruct", cache_dir)
     with tempfile.TemporaryDirectory() as tmp:

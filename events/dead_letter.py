@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events.base import utcnow
 
+#: Why an event was set aside; consumers name the reason when they reject or give up on an event.
+DeadLetterReason = Literal["unparseable", "invalid", "unknown_version", "processing_failed"]
+
 
 class DeadLetter(BaseModel):
     """An event set aside with the reason; the consumer goes on with the next one."""
@@ -24,7 +27,7 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key: str | None = None
-    reason: Literal["unparseable", "invalid", "unknown_version", "processing_failed"]
+    reason: DeadLetterReason
     error: str = Field(..., max_length=2000, description="Why, for a person (no customer rows).")
     payload_text: str = Field(
         ..., description="The original bytes, decoded with replacement characters, capped."

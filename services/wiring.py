@@ -8,8 +8,25 @@ from typing import Any
 import asyncpg
 
 from services.common.consumer import BaseHandler
+from services.common.llm.factory import build_llm as build_backend
+from services.common.llm.transformers_peft import TransformersLLM
 from services.common.settings import Settings
 from services.core.customer_db import CustomerDatabases
+from services.core.examples.embedder import Embedder, get_embedder
+from services.core.examples.index import VectorIndex
+from services.core.examples.index_pgvector import PgVectorIndex
+from services.core.examples.index_weaviate import WeaviateIndex
+from services.core.llm.base import LLM
+from services.core.prompt import PromptOptions
+from services.feedback.handler import FeedbackHandler
+from services.feedback.learn import Learner
+from services.generation.handler import GenerationHandler
+from services.generation.pipeline import GenerationConfig
+from services.generation.serving import AdapterRoutingLLM
+from services.query.handler import QueryHandler
+from services.retrieval.handler import RetrievalHandler
+from services.training.handler import TrainingHandler
+from services.training.ray_runner import RayTrainingRunner
 
 SERVICES = ("query", "retrieval", "generation", "feedback", "training")
 
@@ -18,10 +35,10 @@ SERVICES = ("query", "retrieval", "generation", "feedback", "training")
 class Overrides:
     """Injected adapters for tests and benchmarks (a scripted model, a shared embedder, ...)."""
 
-    llm: Any = None
-    embedder: Any = None
-    index: Any = None
-    trainer: Any = None
+    llm: LLM | None = None
+    embedder: Embedder | None = None
+    index: VectorIndex | None = None
+    trainer: RayTrainingRunner | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -32,29 +49,21 @@ def build_databases(settings: Settings) -> CustomerDatabases:
     )
 
 
-def build_index(settings: Settings, pool: asyncpg.Pool) -> Any:
+def build_index(settings: Settings, pool: asyncpg.Pool) -> VectorIndex:
     if settings.vector_backend == "weaviate":
-        from services.retrieval.index_weaviate import WeaviateIndex
-
         if not settings.weaviate_url:
             raise SystemExit("QUERYLIFT_VECTOR_BACKEND=weaviate needs QUERYLIFT_WEAVIATE_URL")
         return WeaviateIndex(settings.weaviate_url)
-    from services.retrieval.index_pgvector import PgVectorIndex
 
     return PgVectorIndex(pool)
 
 
-def build_llm(settings: Settings) -> Any:
-    from services.generation.llm.factory import build_llm as factory
-    from services.generation.serving import AdapterRoutingLLM
-
-    base = factory(settings)
+def build_llm(settings: Settings) -> LLM:
+    base = build_backend(settings)
     if settings.llm_backend == "transformers":
         return base
 
-    def adapted() -> Any:
-        from services.generation.llm.transformers_peft import TransformersLLM
-
+    def adapted() -> LLM:
         return TransformersLLM(settings)
 
     # Projects with a LoRA adapter: by the configured backend when it can apply the adapter itself (a GGUF
@@ -62,10 +71,7 @@ def build_llm(settings: Settings) -> Any:
     return AdapterRoutingLLM(base, adapted)
 
 
-def generation_config(settings: Settings) -> Any:
-    from services.generation.pipeline import GenerationConfig
-    from services.generation.prompt import PromptOptions
-
+def generation_config(settings: Settings) -> GenerationConfig:
     return GenerationConfig(
         prompt=PromptOptions.full().but(value_hints=settings.value_hints),
         mechanical_fixes=settings.mechanical_fixes,
@@ -87,13 +93,8 @@ async def build_handler(
 ) -> BaseHandler:
     o = overrides or Overrides()
     if name == "query":
-        from services.query.handler import QueryHandler
-
         return QueryHandler(pool)
     if name == "retrieval":
-        from services.retrieval.embedder import get_embedder
-        from services.retrieval.handler import RetrievalHandler
-
         return RetrievalHandler(
             pool,
             o.index or build_index(settings, pool),
@@ -102,8 +103,6 @@ async def build_handler(
             fewshot_k=settings.fewshot_top_k,
         )
     if name == "generation":
-        from services.generation.handler import GenerationHandler
-
         return GenerationHandler(
             pool,
             o.llm or build_llm(settings),
@@ -112,10 +111,6 @@ async def build_handler(
             project_cache_s=settings.project_cache_s,
         )
     if name == "feedback":
-        from services.feedback.handler import FeedbackHandler
-        from services.feedback.learn import Learner
-        from services.retrieval.embedder import get_embedder
-
         learner = Learner(
             pool,
             o.index or build_index(settings, pool),
@@ -125,7 +120,10 @@ async def build_handler(
         )
         return FeedbackHandler(pool, learner, training_threshold=settings.training_threshold)
     if name == "training":
-        from services.training.handler import TrainingHandler
-
-        return TrainingHandler(pool, settings, trainer=o.trainer)
+        return TrainingHandler(
+            pool,
+            settings,
+            trainer=o.trainer,
+            evaluator=lambda: (build_llm(settings), build_databases(settings)),
+        )
     raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")

@@ -18,7 +18,6 @@ import aiomysql
 import asyncpg
 import pytest
 
-from services.common.schema import SchemaInfo
 from services.core.customer_db import (
     BadDatabaseURL,
     CustomerDatabases,
@@ -33,6 +32,7 @@ from services.core.customer_db import (
     readonly_role_sql,
     redact,
 )
+from services.core.schema import SchemaInfo
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/ql_test_custdb"

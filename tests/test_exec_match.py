@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.generation.exec_match import gold_is_ordered, results_match
+from services.core.exec_match import gold_is_ordered, results_match
 
 MATCH_CASES: list[tuple[list[Any], list[Any], bool, bool, str]] = [
     # (gold, predicted, ordered, expected, why)

@@ -9,9 +9,15 @@ from collections import Counter
 import pytest
 import sqlglot
 
-from services.common.schema import Column, SchemaInfo, Table
-from services.retrieval.embedder import Embedder, get_embedder
-from services.retrieval.fewshot import DOMAINS, FewshotLibrary, default_data_dir, detect_domain, load_library
+from services.core.examples.embedder import Embedder, get_embedder
+from services.core.examples.fewshot import (
+    DOMAINS,
+    FewshotLibrary,
+    default_data_dir,
+    detect_domain,
+    load_library,
+)
+from services.core.schema import Column, SchemaInfo, Table
 
 
 def _lines() -> list[tuple[str, dict]]:  # type: ignore[type-arg]

@@ -19,19 +19,19 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.common.llm import gguf as gguf_backend
+from services.common.llm.base_model import SMOLLM2, load_base_model, resolve_base_model
+from services.common.llm.gguf import GGUFLLM, _model_params_without_extra_buffers
+from services.common.llm.scripted import ScriptedLLM
 from services.common.settings import Settings
-from services.generation.llm import gguf as gguf_backend
-from services.generation.llm.base import (
+from services.core.llm.base import (
     GGUF_LORA_FILE,
     AdapterMismatch,
     AdapterRef,
     ChatMessage,
     Completion,
 )
-from services.generation.llm.gguf import GGUFLLM, _model_params_without_extra_buffers
-from services.generation.llm.scripted import ScriptedLLM
 from services.generation.serving import AdapterRoutingLLM
-from services.training.base_model import SMOLLM2, load_base_model, resolve_base_model
 from services.training.gguf_lora import GGUFLoraError, export_gguf_lora
 from services.training.lora_train import make_config, train_lora
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.schema import Column, SchemaInfo, Table
 from services.core.customer_db import CustomerDatabases, QueryFailed, SqlRefused
+from services.core.schema import Column, SchemaInfo, Table
 from services.core.sql import CheckedSql, check_sql
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from services.retrieval.index_weaviate import WeaviateIndex, connection_params, tenant_name
+from services.core.examples.index_weaviate import WeaviateIndex, connection_params, tenant_name
 
 WEAVIATE_URL = os.environ.get("QUERYLIFT_WEAVIATE_URL")
 needs_weaviate = pytest.mark.skipif(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import asyncpg
 
-from services.common.schema import Column, SchemaInfo, Table
 from services.core.customer_db import CustomerDatabases
-from services.query.projects import ProjectCache, admit_question
+from services.core.projects import ProjectCache, admit_question
+from services.core.schema import Column, SchemaInfo, Table
 from services.query.register import register_project
 from tests.conftest import unique
 

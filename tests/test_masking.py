@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.schema import Column, SchemaInfo, Table
-from services.retrieval.masking import (
+from services.core.examples.masking import (
     mask_question,
     retrieval_text,
     skeleton_similarity,
     split_identifier,
     sql_skeleton,
 )
+from services.core.schema import Column, SchemaInfo, Table
 
 SCHEMA = SchemaInfo(
     dialect="sqlite",

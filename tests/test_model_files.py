@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.generation.model_files import (
+from services.common.llm.model_files import (
     QWEN_CODER,
     ModelFileError,
     SplitModel,

@@ -16,8 +16,8 @@ import pytest
 from events import ChatAnswer, ChatError, ChatFeedback, ChatQuestion, ErrorCode
 from services.client import QueryliftClient
 from services.common.consumer import MAX_EVENT_BYTES
+from services.common.llm.scripted import ScriptedLLM
 from services.common.settings import Settings
-from services.generation.llm.scripted import ScriptedLLM
 from services.query.register import register_project
 from services.wiring import Overrides
 from tests.conftest import SAMPLE_DB, unique, wait_until
@@ -41,7 +41,7 @@ def scripted_model() -> ScriptedLLM:
 async def stack(
     pg_dsn: str, broker, tmp_path_factory: pytest.TempPathFactory, pool: asyncpg.Pool
 ) -> AsyncIterator[tuple[QueryliftClient, str, Settings]]:
-    from services.retrieval.embedder import get_embedder
+    from services.core.examples.embedder import get_embedder
 
     tmp = tmp_path_factory.mktemp("e2e")
     database = tmp / "bikeshop.sqlite"

@@ -7,15 +7,15 @@ import dataclasses
 import pytest
 
 from events import ContextExample, Turn
-from services.common.schema import Column, ForeignKey, SchemaInfo, Table
-from services.generation.llm.base import estimate_tokens
-from services.generation.prompt import (
+from services.core.llm.base import estimate_tokens
+from services.core.prompt import (
     PromptOptions,
     build_prompt,
     build_repair_messages,
     select_tables,
     table_scores,
 )
+from services.core.schema import Column, ForeignKey, SchemaInfo, Table
 
 
 def shop_schema(dialect: str = "sqlite") -> SchemaInfo:

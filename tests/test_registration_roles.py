@@ -18,7 +18,7 @@ import pytest
 
 from services.cli.cmd_status import project_warnings
 from services.core.customer_db import CustomerDatabases, SqlRefused, readonly_role_sql
-from services.query.projects import ProjectError, load_project
+from services.core.projects import ProjectError, load_project
 from services.query.register import register_project
 from tests.conftest import REPO, unique, with_database
 

@@ -10,23 +10,23 @@ import numpy as np
 import pytest
 
 from events import ContextReady, QueryResolved
-from services.common.schema import Column, SchemaInfo, Table
-from services.retrieval.embedder import Embedder, get_embedder
-from services.retrieval.examples import (
+from services.core.examples.embedder import Embedder, get_embedder
+from services.core.examples.index import vector_literal
+from services.core.examples.index_pgvector import PgVectorIndex
+from services.core.examples.masking import retrieval_text, sql_skeleton
+from services.core.examples.selection import Candidate, select_examples, select_from_candidates
+from services.core.examples.store import (
     add_verified_example,
     apply_correction,
     count_verified_since,
     is_valid_for,
     mark_rated_down,
     mark_stale_for_schema,
+    names_for,
     reembed_all,
-    referenced_names,
 )
+from services.core.schema import Column, SchemaInfo, Table
 from services.retrieval.handler import RetrievalHandler
-from services.retrieval.index import vector_literal
-from services.retrieval.index_pgvector import PgVectorIndex
-from services.retrieval.masking import retrieval_text, sql_skeleton
-from services.retrieval.selection import Candidate, select_examples, select_from_candidates
 
 SCHEMA = SchemaInfo(
     dialect="sqlite",
@@ -406,7 +406,7 @@ def test_referenced_names_and_validity() -> None:
         "WITH big AS (SELECT customer_id FROM orders WHERE total > 100) "
         "SELECT c.name, p.price FROM customers AS c JOIN big ON big.customer_id = c.id, products p ORDER BY name"
     )
-    tables, columns = referenced_names(sql, "sqlite", SCHEMA)
+    tables, columns = names_for(sql, SCHEMA)
     assert tables == ["customers", "orders", "products"]
     assert columns == [
         "customers.id",
@@ -421,7 +421,7 @@ def test_referenced_names_and_validity() -> None:
     # A bare column is valid while one of the example's tables has it.
     assert is_valid_for(["customers", "orders"], ["name"], SCHEMA)
     assert not is_valid_for(["orders"], ["name"], SCHEMA)
-    assert referenced_names("not sql at all (", "sqlite", SCHEMA) == ([], [])
+    assert names_for("not sql at all (", SCHEMA) == ([], [])
 
 
 def _cand(name: str, similarity: float, sql: str) -> Candidate:

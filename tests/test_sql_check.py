@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.schema import Column, ForeignKey, SchemaInfo, Table
+from services.core.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.sql import check_sql, extract_sql, referenced_names
 
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from services.common.schema import Column, SchemaInfo, Table
 from services.core.customer_db import CustomerDatabases, discover_schema
+from services.core.schema import Column, SchemaInfo, Table
 from services.core.sql import check_sql
 from services.core.sql.check import same_tree
 from services.core.sql.dialects import glot_dialect

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from events import ContextExample
-from services.common.schema import Column, SchemaInfo, Table
-from services.common.template_match import adapt, adaptations
+from services.common.llm.scripted import ScriptedLLM
 from services.core.customer_db import CustomerDatabases
-from services.generation.llm.scripted import ScriptedLLM
+from services.core.schema import Column, SchemaInfo, Table
+from services.core.template_match import adapt, adaptations
 from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, GenerationResult, generate_answer
 
 BIGGEST = (

@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.common.schema import Column, SchemaInfo, Table
+from services.common.llm.transformers_peft import AdapterMismatch, TransformersLLM
 from services.common.settings import Settings
-from services.generation.llm.base import AdapterRef, ChatMessage
-from services.generation.llm.transformers_peft import AdapterMismatch, TransformersLLM
+from services.core.llm.base import AdapterRef, ChatMessage
+from services.core.schema import Column, SchemaInfo, Table
 from services.training import registry
 from services.training.dataset import assistant_content, export_jsonl, load_dataset, split
 from services.training.evaluate import extract_sql, gate
@@ -251,7 +251,7 @@ async def test_dataset_uses_only_usable_examples_split_by_seed(world: World) -> 
 
 
 async def test_loss_is_masked_to_the_assistant_answer(world: World) -> None:
-    from services.training.base_model import load_base_model
+    from services.common.llm.base_model import load_base_model
 
     _, tokenizer = load_base_model(
         "smollm2-135m-instruct", cache_dir=world.settings.model_cache_dir, device="cpu"

@@ -13,13 +13,13 @@ import asyncpg
 import pytest
 import sqlglot
 
-from services.common.schema import Column, SchemaInfo, Table
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, discover_schema
+from services.core.projects import load_project
+from services.core.schema import Column, SchemaInfo, Table
 from services.core.sql.mechanical import canonical_example_sql
 from services.core.value_templates import value_adaptations
 from services.core.values import ColumnValues, ValueIndex, literal_problems, with_fixed_literals
-from services.query.projects import load_project
 from services.query.register import register_project
 from tests.conftest import unique, with_database
 
@@ -277,8 +277,8 @@ def test_examples_adapt_through_the_values_the_question_names(
 def test_values_mask_a_question_as_its_example_is_masked_by_its_sql() -> None:
     """An example is embedded with its SQL's literals masked; a new question with the values the index
     finds in it masked: questions of one shape then read the same, whatever the values."""
-    from services.retrieval.examples import sql_values
-    from services.retrieval.masking import mask_question
+    from services.core.examples.masking import mask_question
+    from services.core.examples.store import sql_values
 
     example_sql = "SELECT population FROM city WHERE city_name = 'austin' AND state_name = 'texas'"
     assert sql_values(example_sql, "sqlite") == ["austin", "texas"]

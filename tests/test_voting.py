@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from events import ContextExample
-from services.common.schema import SchemaInfo
+from services.common.llm.scripted import ScriptedLLM
 from services.core.customer_db import CustomerDatabases, QueryResult, discover_schema
+from services.core.schema import SchemaInfo
 from services.generation.candidates import Candidate
-from services.generation.llm.scripted import ScriptedLLM
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.voting import confidence, vote
 

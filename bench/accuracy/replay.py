@@ -15,6 +15,7 @@ import asyncpg
 
 from bench.accuracy.data import HistoryItem
 from events import ChatAnswer, ChatFeedback
+from services.core.projects import delete_project
 from services.feedback.learn import Learner
 from services.feedback.store import answer_row, feedback_for_answer, store_answer, store_feedback
 
@@ -37,7 +38,7 @@ def _id(project_id: str, item: HistoryItem, kind: str) -> uuid.UUID:
 async def reset_project(pool: asyncpg.Pool, project_id: str) -> None:
     """Forget everything a previous run stored for the project (its rows cascade from the project)."""
     await pool.execute("DELETE FROM answers WHERE project_id = $1", project_id)
-    await pool.execute("DELETE FROM projects WHERE id = $1", project_id)
+    await delete_project(pool, project_id)
 
 
 async def replay_history(

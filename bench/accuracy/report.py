@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from bench.accuracy.runner import AccuracyOptions
+from bench.accuracy.curve import default_plot_path, plot_learning_curve
+from bench.accuracy.options import AccuracyOptions
 
 
 def _pct(value: Any) -> str:
@@ -107,8 +107,6 @@ def write_results(
             f.write(json.dumps(p, ensure_ascii=False, default=str) + "\n")
     document.setdefault("meta", {})["predictions"] = str(pred_path)
     if options.learning_curve and document.get("learning_curve"):
-        from bench.accuracy.curve import default_plot_path, plot_learning_curve
-
         plot = Path(options.plot) if options.plot else default_plot_path(out)
         plot_learning_curve(document, plot)
         document["meta"]["plot"] = str(plot)

@@ -25,54 +25,42 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.accuracy.data import BenchProject, TestItem, discover_projects, spread_sample
+from bench.accuracy.options import AccuracyOptions
 from bench.accuracy.replay import ReplayStats, replay_history, reset_project
+from bench.accuracy.report import write_results
 from bench.accuracy.scoring import Outcome, is_correct, summarize
 from bench.accuracy.strategies import Strategy, resolve
 from events import ContextExample
 from services.common.db import create_pool, migrate
-from services.common.schema import SchemaInfo
+from services.common.embedded import EmbeddedPostgres
 from services.common.settings import Settings, get_settings
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, QueryFailed, QueryTimeout, SqlRefused
+from services.core.examples.embedder import get_embedder
+from services.core.examples.fewshot import FewshotLibrary
+from services.core.examples.selection import select_examples
+from services.core.examples.store import count_usable
+from services.core.llm.base import LLM, AdapterRef, ModelUnavailable
+from services.core.projects import load_project
+from services.core.prompt import build_prompt
+from services.core.schema import SchemaInfo
 from services.core.values import ValueIndex
 from services.feedback.learn import Learner
-from services.generation.llm.base import LLM, AdapterRef, ModelUnavailable
 from services.generation.pipeline import generate_answer
-from services.generation.prompt import build_prompt
-from services.query.projects import load_project
+from services.generation.serving import ModelRouter
 from services.query.register import register_project
-from services.retrieval.fewshot import FewshotLibrary
-from services.retrieval.selection import select_examples
+from services.training.dataset import load_dataset
+from services.training.job import enriched
+from services.training.lora_train import adapter_path, make_config, train_lora
+from services.training.registry import promote, register_candidate
+from services.wiring import build_databases, build_index, build_llm
 
 log = logging.getLogger(__name__)
 
-CURVE_POINTS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
 _GOLD_ROW_LIMIT = 1_000_000
-
-
-@dataclass
-class AccuracyOptions:
-    data: Path
-    out: Path
-    projects: list[str] | None = None
-    strategies: list[str] | None = None
-    limit: int | None = None
-    #: GGUF model name or path; None: the configured ``llm_model``.
-    model: str | None = None
-    learning_curve: bool = False
-    curve_points: tuple[float, ...] = CURVE_POINTS
-    plot: Path | None = None
-    #: Embedded PostgreSQL data and adapter cache; None: ``<data_dir>/bench``.
-    work_dir: Path | None = None
-    #: System of record to use instead of the embedded PostgreSQL.
-    database_url: str | None = None
-    lora_base_model: str | None = None
-    lora_max_steps: int | None = None
-    failures_kept: int = 8
-    progress: bool = True
-    command: str | None = None
 
 
 @dataclass
@@ -411,7 +399,6 @@ class AccuracyBench:
         state.replayed = max(state.replayed, count)
 
     async def _usable_examples(self, project_id: str) -> int:
-        from services.retrieval.examples import count_usable
 
         return await count_usable(self.pool, project_id)
 
@@ -423,14 +410,6 @@ class AccuracyBench:
     async def _train_adapter(self, state: _ProjectState) -> tuple[AdapterRef | None, dict[str, Any]]:
         """The project's adapter trained on its usable examples, cached on disk by content and settings."""
         project_id = state.project.project_id
-        try:
-            from services.generation.serving import ModelRouter
-            from services.training.dataset import load_dataset
-            from services.training.job import enriched
-            from services.training.lora_train import adapter_path, make_config, train_lora
-            from services.training.registry import promote, register_candidate
-        except ImportError as exc:
-            return None, {"status": "skipped", "reason": f"training modules are not available: {exc}"}
         dataset = await load_dataset(
             self.pool,
             project_id,
@@ -621,8 +600,6 @@ class AccuracyBench:
         curves: dict[str, Any] = {}
         progress_cm: Any = None
         if self.options.progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
             progress_cm = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -690,24 +667,18 @@ async def run_accuracy(
         settings.database_url.get_secret_value() if settings.database_url is not None else None
     )
     if dsn is None:
-        from services.common.embedded import EmbeddedPostgres
-
         server = EmbeddedPostgres(work_dir / "pg" / "data").start()
         dsn = server.dsn
     pool = await create_pool(dsn, max_size=4)
-    from services.wiring import build_databases
 
     databases = build_databases(settings)
     own_llm = llm is None
     try:
         await migrate(pool)
-        from services.wiring import build_index, build_llm
 
         if llm is None:
             llm = build_llm(settings)
         if embedder is None:
-            from services.retrieval.embedder import get_embedder
-
             embedder = get_embedder(settings.embedding_model)
         assert llm is not None
         bench = AccuracyBench(
@@ -720,7 +691,6 @@ async def run_accuracy(
             databases=databases,
         )
         document = await bench.run(projects)
-        from bench.accuracy.report import write_results
 
         write_results(document, bench.predictions, options)
         return document

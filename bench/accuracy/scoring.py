@@ -1,7 +1,7 @@
 """Execution accuracy and the figures reported next to it, per the shared benchmark README.
 
 A prediction is right when its rows equal the gold rows as a multiset, in order only where the gold SQL
-orders its output (``services.generation.exec_match``). Schema validity is the product's static check
+orders its output (``services.core.exec_match``). Schema validity is the product's static check
 (``services.core.sql``): only existing tables and columns.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from services.generation.exec_match import gold_is_ordered, results_match
+from services.core.exec_match import gold_is_ordered, results_match
 
 
 @dataclass

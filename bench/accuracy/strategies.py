@@ -4,11 +4,11 @@ adapter routing the services use, switched on one layer at a time.
 ==========  ===============================================================================================
 baseline    schema as CREATE TABLE text, a plain instruction; no examples, no check, no repair
 prompt      + reasoning frame, compact schema with sample values and keys, the project description
-rag         + the project's verified examples (``services.retrieval.selection.select_examples``)
-fewshot     + domain-library demonstrations (``services.retrieval.fewshot``) where project ones leave room
+rag         + the project's verified examples (``services.core.examples.selection.select_examples``)
+fewshot     + domain-library demonstrations (``services.core.examples.fewshot``) where project ones leave room
 repair      + static check and execution-guided repair rounds
 template    + answers from a verified example whose question is this one with other values, when its SQL
-            with the question's values returns rows (``services.common.template_match``)
+            with the question's values returns rows (``services.core.template_match``)
 values      + value grounding: the database values the question mentions and their columns in the prompt,
             literals checked against them (an empty result's repair names the closest values), mechanical
             fixes (SQLite double-quoted strings, a literal's case), and very similar verified examples adapted
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.settings import Settings
+from services.core.prompt import PromptOptions
 from services.generation.pipeline import GenerationConfig
-from services.generation.prompt import PromptOptions
+from services.wiring import generation_config
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,6 @@ class Strategy:
 
     def generation_config(self, settings: Settings) -> GenerationConfig:
         if self.product_wiring:
-            from services.wiring import generation_config
-
             config: GenerationConfig = generation_config(settings)
             return config
         return GenerationConfig(

@@ -7,6 +7,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.pipeline.report import print_report
+from bench.pipeline.runner import PipelineOptions, run_pipeline_benchmark
+from services.common import event_loop
+from services.common.logging_setup import setup_logging
+from services.common.settings import Settings
+
 
 def register_pipeline(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = bench_sub.add_parser(
@@ -36,11 +42,6 @@ def register_pipeline(bench_sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench.pipeline.report import print_report
-    from bench.pipeline.runner import PipelineOptions, run_pipeline_benchmark
-    from services.common import event_loop
-    from services.common.logging_setup import setup_logging
-    from services.common.settings import Settings
 
     setup_logging("WARNING", json_lines=False)
     options = PipelineOptions(

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -312,6 +313,4 @@ async def run_pipeline_benchmark(options: PipelineOptions) -> dict[str, Any]:
         fleet.stop()
         infra.stop()
         if own_dir:
-            import shutil
-
             shutil.rmtree(work, ignore_errors=True)

@@ -9,10 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from bench.accuracy.data import BenchDataError
+from bench.accuracy.merge import MergeError, merge_files
+from bench.accuracy.report import print_table
+from bench.accuracy.runner import AccuracyOptions, run_accuracy
+from bench.accuracy.strategies import DEFAULT_STRATEGIES, STRATEGIES
+from services.common.logging_setup import setup_logging
+from services.common.settings import get_settings
 
 Configure = Callable[[argparse.ArgumentParser], None]
 
@@ -46,7 +55,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _configure_accuracy(p: argparse.ArgumentParser) -> None:
-    from bench.accuracy.strategies import DEFAULT_STRATEGIES, STRATEGIES
 
     p.description = (
         "Replay each project's history through the product, answer its test questions with each strategy "
@@ -92,15 +100,9 @@ def _configure_accuracy(p: argparse.ArgumentParser) -> None:
 
 
 def _run_accuracy(args: argparse.Namespace) -> int:
-    import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from bench.accuracy.data import BenchDataError
-    from bench.accuracy.report import print_table
-    from bench.accuracy.runner import AccuracyOptions, run_accuracy
-    from services.common.logging_setup import setup_logging
-    from services.common.settings import get_settings
 
     setup_logging("WARNING", json_lines=False)
     options = AccuracyOptions(
@@ -141,8 +143,6 @@ def _configure_merge(p: argparse.ArgumentParser) -> None:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from bench.accuracy.merge import MergeError, merge_files
-    from bench.accuracy.report import print_table
 
     try:
         document = merge_files(args.inputs, args.out)

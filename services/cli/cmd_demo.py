@@ -7,11 +7,19 @@ import asyncio
 import sys
 import time
 
+import asyncpg
 import httpx
 from rich.console import Console
 
+from services.cli.cmd_up import Stack, running_stack
+from services.client import QueryliftClient
 from services.common.db import create_pool, migrate
+from services.common.llm.model_files import resolve_gguf
 from services.common.settings import Settings, get_settings
+from services.demo.session import ask_stream, load_questions, reset_project, sample_database, summary_table
+from services.demo.simulated_user import SimulatedUser
+from services.generation.chart import render_chart_png
+from services.query.register import register_project
 
 # Piped output (CI logs, `| tee`) keeps whole lines rather than rich's 80-column default.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -30,13 +38,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from services.cli.cmd_up import running_stack
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.llm_backend == "gguf":
-        from services.generation.model_files import resolve_gguf
-
         path = resolve_gguf(settings.llm_model, settings.model_cache_dir)
         console.print(f"[green]✓[/] model {settings.llm_model} ({path})")
     with running_stack(settings) as stack:
@@ -64,17 +69,6 @@ async def _wait_healthy(ports: dict[str, int], timeout_s: float = 600) -> None:
 
 
 async def _session(settings: Settings, stack: object, args: argparse.Namespace) -> int:
-    from services.cli.cmd_up import Stack
-    from services.client import QueryliftClient
-    from services.demo.session import (
-        ask_stream,
-        load_questions,
-        reset_project,
-        sample_database,
-        summary_table,
-    )
-    from services.demo.simulated_user import SimulatedUser
-    from services.query.register import register_project
 
     assert isinstance(stack, Stack)
     await _wait_healthy(stack.metrics_ports)
@@ -104,8 +98,6 @@ async def _session(settings: Settings, stack: object, args: argparse.Namespace) 
         )
         console.print(summary_table(tally))
         if chart_answer is not None:
-            from services.generation.chart import render_chart_png
-
             png = settings.data_dir / "demo" / "chart.png"
             png.parent.mkdir(parents=True, exist_ok=True)
             assert chart_answer.chart is not None
@@ -121,7 +113,6 @@ async def _session(settings: Settings, stack: object, args: argparse.Namespace) 
 
 
 async def _training_outcome(pool: object, wait_s: float) -> None:
-    import asyncpg
 
     assert isinstance(pool, asyncpg.Pool)
     deadline = time.monotonic() + wait_s

@@ -10,10 +10,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from services.common.bus import Bus
 from services.common.runtime_db import open_pool
 from services.common.settings import Settings, get_settings
 from services.training import canary, registry
 from services.training.announce import serving_changed
+from services.training.export import export_merged
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -97,7 +99,6 @@ async def _announce(settings: Settings, project_id: str, version: registry.Model
             "[dim]No Kafka configured: running services pick the change up on their next restart.[/]"
         )
         return
-    from services.common.bus import Bus
 
     event = serving_changed(project_id, version, settings.training_base_model)
     bus = Bus(settings.kafka_bootstrap_servers, prefix=settings.topic_prefix, client="querylift-cli")
@@ -151,7 +152,6 @@ async def _rollback(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from services.training.export import export_merged
 
     settings = get_settings()
     pool = await open_pool(settings)

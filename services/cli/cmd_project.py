@@ -11,7 +11,7 @@ from rich.table import Table
 
 from services.common.runtime_db import open_pool
 from services.common.settings import get_settings
-from services.query.projects import ProjectError, list_projects, load_project
+from services.core.projects import ProjectError, list_projects, load_project
 from services.query.register import register_project
 from services.wiring import build_index
 

@@ -6,8 +6,8 @@ import argparse
 
 from services.common import event_loop
 from services.common.logging_setup import setup_logging
-from services.common.service import run_consumer
 from services.common.settings import get_settings
+from services.consumer_process import run_consumer
 from services.wiring import SERVICES
 
 

@@ -15,6 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from services.common.embedded import dsn_for_socket
+from services.common.settings import get_settings
+from services.core.projects import projects_with_role_warnings
+
 #: Pipeline order; ``querylift up`` gives consumer i the metrics port base + i.
 CONSUMER_ORDER = ("query", "retrieval", "generation", "feedback", "training")
 
@@ -166,8 +170,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run(args: argparse.Namespace) -> int:
     urls = args.urls
     if not urls:
-        from services.common.settings import get_settings
-
         urls = default_urls(get_settings().metrics_port or 9400)
     rows = collect(urls, args.timeout)
     warnings = asyncio.run(project_warnings(args.database_url, args.timeout))
@@ -188,8 +190,6 @@ def _record_dsn(explicit: str | None) -> str | None:
     embedded server's socket when its data directory shows it running."""
     if explicit:
         return explicit
-    from services.common.embedded import dsn_for_socket
-    from services.common.settings import get_settings
 
     settings = get_settings()
     if settings.database_url is not None:
@@ -214,11 +214,8 @@ async def project_warnings(database_url: str | None, timeout_s: float) -> dict[s
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError):
         return {}
     try:
-        rows = await conn.fetch(
-            "SELECT id, role_warnings FROM projects WHERE cardinality(role_warnings) > 0 ORDER BY id"
-        )
+        return await projects_with_role_warnings(conn)
     except asyncpg.PostgresError:
         return {}  # no projects table yet
     finally:
         await conn.close()
-    return {r["id"]: list(r["role_warnings"]) for r in rows}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from services.common import runtime_db
 from services.common.embedded import EmbeddedBroker
 from services.common.local_stack import LocalStack, clear_state, write_state
 from services.common.runtime_db import database_dsn
@@ -117,7 +118,6 @@ def stop_stack(stack: Stack) -> None:
             proc.kill()
     if stack.broker is not None:
         stack.broker.stop()
-    from services.common import runtime_db
 
     if runtime_db._embedded is not None:
         runtime_db._embedded.stop()

@@ -15,13 +15,16 @@ drop by id), only to keep redeliveries rare and the idempotency table small. An 
 every record before it in its partition is settled. Events with the same ordering key (the project by default,
 a conversation where a handler says so) are handled one after another in offset order, and their outputs go out
 in that order.
+
+This module is the loop and its ordering and commit rules; the parts it drives each have their own module:
+``event_parsing`` (bytes to an event or a rejection), ``processed_events`` (the idempotency records),
+``dead_letters`` (letters and their rows), ``keyed_scheduler`` (per-key turns) and ``outcomes`` (what became of
+a record, settled in ``ConsumerRunner._settle``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -31,33 +34,47 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar, assert_never
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from pydantic import ValidationError
 
 from events import DeadLetter, Event
+from events.dead_letter import DeadLetterReason
 from services.common.bus import Bus
+from services.common.dead_letters import DeadLetters
+from services.common.event_parsing import MAX_EVENT_BYTES, Rejected, parse_event
+from services.common.keyed_scheduler import KeyedScheduler
 from services.common.metrics import (
     CONSUMER_LAG,
-    DEAD_LETTERS,
     EVENTS_CONSUMED,
     EVENTS_DUPLICATE,
-    EVENTS_FAILED,
     HANDLER_SECONDS,
     UP,
     LabelledChildren,
 )
+from services.common.outcomes import AlreadyDone, Failed, Handled, Invalid, Outcome, Republish
+from services.common.processed_events import EncodedOutput, ProcessedEvents, StoredOutput, revive
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_EVENT_BYTES = 1_000_000
-_PAYLOAD_KEEP = 20_000
+# Parsing lives in event_parsing; these stay importable from here, where services and tests look for them.
+__all__ = [
+    "FETCH_MAX_WAIT_MS",
+    "MAX_EVENT_BYTES",
+    "BaseHandler",
+    "ConsumerRunner",
+    "Handler",
+    "Rejected",
+    "parse_event",
+]
+
+_T = TypeVar("_T")
+
 _RETRYABLE_INFRA = (
     OSError,
     asyncpg.exceptions.PostgresConnectionError,
@@ -139,80 +156,12 @@ class BaseHandler(ABC):
         return None
 
 
-class Rejected(Exception):
-    """Raised while parsing: the event goes to the dead-letter topic with this reason."""
-
-    def __init__(self, reason: str, error: str, raw: dict[str, Any] | None = None) -> None:
-        super().__init__(error)
-        self.reason = reason
-        self.error = error
-        self.raw = raw
-
-
-#: Envelope fields kept from an oversized event, so that its sender can be answered.
-_ENVELOPE = ("event_id", "project_id", "conversation_id", "user_id", "schema_version")
-#: Larger events are not even parsed for their envelope (the broker's own message limit is usually ~1 MB).
-_ENVELOPE_PARSE_MAX = 64 * MAX_EVENT_BYTES
-
-
-def _envelope(value: bytes) -> dict[str, Any] | None:
-    if len(value) > _ENVELOPE_PARSE_MAX:
-        return None
-    try:
-        raw = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(raw, dict):
-        return None
-    return {k: raw[k] for k in _ENVELOPE if isinstance(raw.get(k), (str, int)) and len(str(raw[k])) <= 256}
-
-
-def parse_event(model: type[Event], value: bytes | None) -> Event:
-    if value is None:
-        raise Rejected("unparseable", "empty message")
-    if len(value) > MAX_EVENT_BYTES:
-        # Not handled, but its envelope still says who asked, so the asker can be told (a chat.error).
-        raise Rejected(
-            "invalid",
-            f"event of {len(value)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit",
-            _envelope(value),
-        )
-    try:
-        raw = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected("unparseable", f"not UTF-8 JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise Rejected("unparseable", "event is not a JSON object")
-    version = raw.get("schema_version", 1)
-    supported = model.model_fields["schema_version"].default
-    if isinstance(version, int) and not isinstance(version, bool) and version > supported:
-        raise Rejected(
-            "unknown_version", f"{model.topic} schema_version {version} is newer than {supported}", raw
-        )
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        summary = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '<event>'}: {e['msg']}" for e in exc.errors()[:8]
-        )
-        raise Rejected("invalid", summary, raw) from None
-
-
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Item:
-    """One consumed record on its way from the poll to the offset commit."""
+    """One consumed record on its way from the poll to the offset commit; what became of it travels
+    separately, as its ``Outcome``, to the finisher."""
 
     record: ConsumerRecord[bytes, bytes]
-    event: Event | None = None
-    produced: Sequence[Event] | None = None
-    error: BaseException | None = None
-    #: (reason, error, extra events) for a record that never became a valid event.
-    rejected: tuple[str, str, Sequence[Event]] | None = None
-    #: Outputs of an earlier run of this event that never went out (None: nothing to re-publish).
-    republish: list[dict[str, Any]] | None = None
-    duplicate: bool = False
-    #: A duplicate of an event still unsettled or unmarked here: it settles after the original.
-    awaits_original: bool = False
     settled: bool = False
 
 
@@ -278,10 +227,13 @@ class ConsumerRunner:
             partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
         )
         self._stopping = asyncio.Event()
+        self._processed = ProcessedEvents(pool, handler.name)
+        self._dead_letters = DeadLetters(pool, consumer=handler.name, group_id=self.group_id, prefix=prefix)
+        # Bounds handlers, not turns: a duplicate waiting on its original takes no slot.
         self._keys = asyncio.Semaphore(MAX_CONCURRENT_KEYS)
-        self._chains: dict[str, asyncio.Task[None]] = {}
+        self._turns = KeyedScheduler()
         self._partitions: dict[TopicPartition, deque[_Item]] = {}
-        self._finished: asyncio.Queue[_Item] = asyncio.Queue()
+        self._finished: asyncio.Queue[tuple[_Item, Outcome]] = asyncio.Queue()
         self._in_flight = 0
         self._settled = asyncio.Event()
         self._finisher: asyncio.Task[None] | None = None
@@ -394,10 +346,10 @@ class ConsumerRunner:
 
     async def _forever(
         self,
-        action: Callable[[], Awaitable[Any]],
+        action: Callable[[], Awaitable[_T]],
         what: str,
         retry_on: tuple[type[BaseException], ...] = _RETRYABLE_INFRA,
-    ) -> Any:
+    ) -> _T:
         """Retry infrastructure outages (broker, system of record) until they pass; nothing is skipped."""
         delay = 0.2
         while True:
@@ -422,123 +374,122 @@ class ConsumerRunner:
     # ------------------------------------------------------------------ intake
     async def _intake(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Parses a poll's records, drops what was already handled and starts the rest; returns at once."""
-        items: list[_Item] = []
+        taken: list[tuple[_Item, Event | Invalid]] = []
         for record in records:
             item = _Item(record)
             short = record.topic[len(self.prefix) :]
             self._consumed(self.handler.name, short).inc()
+            parsed: Event | Invalid
             try:
-                item.event = parse_event(self._topics[record.topic], record.value)
+                parsed = parse_event(self._topics[record.topic], record.value)
             except Rejected as rej:
-                item.rejected = (rej.reason, rej.error, self.handler.on_invalid(short, rej.raw, rej.error))
-            items.append(item)
+                parsed = Invalid(rej.reason, rej.error, self.handler.on_invalid(short, rej.raw, rej.error))
+            taken.append((item, parsed))
             tp = TopicPartition(record.topic, record.partition)
             self._partitions.setdefault(tp, deque()).append(item)
-        self._in_flight += len(items)
+        self._in_flight += len(records)
 
-        parsed = [item for item in items if item.event is not None]
-        done: dict[uuid.UUID, list[dict[str, Any]] | bool] = {}
-        if parsed:
-            ids = list({item.event.event_id for item in parsed if item.event is not None})
-            done = await self._forever(lambda: self._already_done(ids), "idempotency check")
-        fresh: list[_Item] = []
+        ids = list({parsed.event_id for _, parsed in taken if not isinstance(parsed, Invalid)})
+        done: dict[uuid.UUID, list[StoredOutput] | None] = {}
+        if ids:
+            done = await self._forever(lambda: self._processed.already_done(ids), "idempotency check")
+        # Settled without running anything, in record order.
+        now: list[tuple[_Item, Outcome]] = []
+        fresh: list[tuple[_Item, Event]] = []
         # Duplicates of events this member started and has not yet marked published wait for the original.
-        behind: list[_Item] = []
+        behind: list[tuple[_Item, Event]] = []
         seen: set[uuid.UUID] = set()
-        for item in parsed:
-            assert item.event is not None
-            event_id = item.event.event_id
+        for item, parsed in taken:
+            if isinstance(parsed, Invalid):
+                now.append((item, parsed))
+                continue
+            event_id = parsed.event_id
             if event_id in seen or event_id in done or event_id in self._unmarked:
                 # A redelivery, or the same event twice in one poll (an upstream retry).
                 EVENTS_DUPLICATE.labels(self.handler.name, item.record.topic[len(self.prefix) :]).inc()
-                item.duplicate = True
-                state = done.pop(event_id, True)
+                unpublished = done.pop(event_id, None)
                 if event_id in self._unmarked:
                     # Its outputs are out, or will be once the original settles; the stored row just has not
                     # been marked yet (bookkeeping runs every interval), so re-publishing would send them twice.
-                    item.awaits_original = True
-                    behind.append(item)
-                elif state is not True:
-                    item.republish = list(state)  # type: ignore[arg-type]
+                    behind.append((item, parsed))
+                elif unpublished is not None:
+                    now.append((item, Republish(parsed, unpublished)))
                     self._unmarked.add(event_id)
+                else:
+                    now.append((item, AlreadyDone()))
                 continue
             seen.add(event_id)
             self._unmarked.add(event_id)
-            fresh.append(item)
-        for item in items:
-            if item.event is None or (item.duplicate and not item.awaits_original):
-                self._finished.put_nowait(item)
+            fresh.append((item, parsed))
+        for entry in now:
+            self._finished.put_nowait(entry)
         if fresh:
-            await self.handler.prepare_batch([item.event for item in fresh if item.event is not None])
-        for item in fresh + behind:
-            assert item.event is not None
-            key = self.handler.ordering_key(item.event)
-            previous = self._chains.get(key)
-            task = asyncio.create_task(self._run_in_turn(item, previous))
-            self._chains[key] = task
-            task.add_done_callback(partial(self._chain_done, key))
+            await self.handler.prepare_batch([event for _, event in fresh])
+        for item, event in fresh:
+            self._turns.submit(self.handler.ordering_key(event), partial(self._handle_in_turn, item, event))
+        for item, event in behind:
+            # In the original's key's turn, so it reaches the finisher after the original does.
+            self._turns.submit(self.handler.ordering_key(event), partial(self._finish, item, AlreadyDone()))
 
-    def _chain_done(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._chains.get(key) is task:
-            del self._chains[key]
+    async def _handle_in_turn(self, item: _Item, event: Event) -> None:
+        # One key's events are handled in offset order, so their outputs reach the finisher in that order too.
+        async with self._keys:
+            outcome = await self._handle(item.record, event)
+        self._finished.put_nowait((item, outcome))
 
-    async def _run_in_turn(self, item: _Item, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            # One key's events run in offset order; outputs then reach the finisher in that order too.
-            await asyncio.wait([previous])
-        if not item.duplicate:
-            async with self._keys:
-                item.produced, item.error = await self._handle(item)
-        self._finished.put_nowait(item)
+    async def _finish(self, item: _Item, outcome: Outcome) -> None:
+        self._finished.put_nowait((item, outcome))
 
     # ------------------------------------------------------------------ settling
     async def _finish_forever(self) -> None:
         while True:
-            items = [await self._finished.get()]
+            settling = [await self._finished.get()]
             while not self._finished.empty():
-                items.append(self._finished.get_nowait())
-            await self._settle(items)
+                settling.append(self._finished.get_nowait())
+            await self._settle(settling)
 
-    async def _settle(self, items: list[_Item]) -> None:
+    async def _settle(self, settling: list[tuple[_Item, Outcome]]) -> None:
         """Records outcomes, publishes outputs and dead letters, then leaves the offsets that became
         contiguously done, and the published marks, to the bookkeeper."""
         # Each output is serialised once: the same JSON is recorded and published.
-        encoded = {
-            item.event.event_id: [(e, e.model_dump_json()) for e in item.produced]
-            for item in items
-            if item.event is not None and item.produced is not None
+        runs: dict[uuid.UUID, list[EncodedOutput]] = {
+            outcome.event.event_id: [(e, e.model_dump_json()) for e in outcome.outputs]
+            for _, outcome in settling
+            if isinstance(outcome, Handled)
         }
-        payloads = {event_id: _outputs_json(outputs) for event_id, outputs in encoded.items()}
-        if payloads:
-            await self._forever(lambda: self._record_done(payloads), "record processed")
+        if runs:
+            await self._forever(lambda: self._processed.record_done(runs), "record processed")
         outgoing: list[tuple[Event | DeadLetter, str | None]] = []
         republished: list[uuid.UUID] = []
-        for item in items:
-            if item.republish is not None and item.event is not None:
-                outgoing.extend((_revive(o), None) for o in item.republish)
-                republished.append(item.event.event_id)
-            elif item.event is not None and item.event.event_id in encoded and not item.duplicate:
-                outgoing.extend(encoded[item.event.event_id])
-            elif item.rejected is not None:
-                reason, error, extra = item.rejected
-                letter = await self._store_dead_letter(item.record, reason, error)
-                outgoing.append((letter, None))
-                outgoing.extend((e, None) for e in extra)
-            elif not item.duplicate and item.event is not None:
-                assert item.error is not None
-                # Nothing was recorded, so a redelivery must run it again.
-                self._unmarked.discard(item.event.event_id)
-                extra = self.handler.on_failure(item.event, item.error)
-                error = f"{type(item.error).__name__}: {item.error}"[:2000]
-                letter = await self._store_dead_letter(item.record, "processing_failed", error)
-                outgoing.append((letter, None))
-                outgoing.extend((e, None) for e in extra)
+        for item, outcome in settling:
+            match outcome:
+                case Handled(event=event):
+                    outgoing.extend(runs[event.event_id])
+                case Republish(event=event, outputs=stored):
+                    outgoing.extend((revive(o), None) for o in stored)
+                    republished.append(event.event_id)
+                case Invalid(reason=reason, error=error, replies=replies):
+                    letter = await self._dead_letter(item.record, reason, error)
+                    outgoing.append((letter, None))
+                    outgoing.extend((e, None) for e in replies)
+                case Failed(event=event, error=exc):
+                    # Nothing was recorded, so a redelivery must run it again.
+                    self._unmarked.discard(event.event_id)
+                    replies = self.handler.on_failure(event, exc)
+                    error = f"{type(exc).__name__}: {exc}"[:2000]
+                    letter = await self._dead_letter(item.record, "processing_failed", error)
+                    outgoing.append((letter, None))
+                    outgoing.extend((e, None) for e in replies)
+                case AlreadyDone():
+                    pass
+                case _:
+                    assert_never(outcome)
         if outgoing:
             await self._forever(lambda: self.bus.publish_encoded(outgoing), "publish", _RETRYABLE_BROKER)
-        self.processed += len(payloads)
+        self.processed += len(runs)
 
         touched: set[TopicPartition] = set()
-        for item in items:
+        for item, _ in settling:
             item.settled = True
             touched.add(TopicPartition(item.record.topic, item.record.partition))
         for tp in touched:
@@ -546,9 +497,16 @@ class ConsumerRunner:
             while queue and queue[0].settled:
                 self._owed_offsets[tp] = queue.popleft().record.offset + 1
         self._owed_marks.extend(republished)
-        self._owed_marks.extend(payloads)
-        self._owed_items += len(items)
+        self._owed_marks.extend(runs)
+        self._owed_items += len(settling)
         self._owed.set()
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: DeadLetterReason, error: str
+    ) -> DeadLetter:
+        letter = self._dead_letters.letter_for(record, reason, error)
+        await self._forever(partial(self._dead_letters.store, letter), "store dead letter")
+        return letter
 
     async def _bookkeep_forever(self) -> None:
         """Marks published outcomes and commits offsets for everything settled since the last pass, at most
@@ -568,7 +526,7 @@ class ConsumerRunner:
             covered, self._owed_items = self._owed_items, 0
             steps = []
             if marks:
-                steps.append(self._forever(partial(self._mark_published, marks), "mark published"))
+                steps.append(self._forever(partial(self._processed.mark_published, marks), "mark published"))
             if offsets:
                 steps.append(self._commit(offsets))
             # The system of record and the broker are independent: one wait for both.
@@ -577,10 +535,8 @@ class ConsumerRunner:
             self._in_flight -= covered
             self._settled.set()
 
-    async def _handle(self, item: _Item) -> tuple[Sequence[Event] | None, BaseException | None]:
-        event = item.event
-        assert event is not None
-        short = item.record.topic[len(self.prefix) :]
+    async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event) -> Handled | Failed:
+        short = record.topic[len(self.prefix) :]
         started = time.perf_counter()
         error: BaseException | None = None
         attempt = 0
@@ -588,7 +544,7 @@ class ConsumerRunner:
             while attempt < self.max_attempts:
                 attempt += 1
                 try:
-                    return await self.handler.handle(event), None
+                    return Handled(event, await self.handler.handle(event))
                 except _RETRYABLE_INFRA as exc:
                     error = exc
                     log.warning(
@@ -612,108 +568,10 @@ class ConsumerRunner:
                         },
                     )
                     await asyncio.sleep(0.05 * attempt)
-            return None, error
+            assert error is not None, "max_attempts must be at least 1"
+            return Failed(event, error)
         finally:
             HANDLER_SECONDS.labels(self.handler.name, short).observe(time.perf_counter() - started)
 
     async def _probe(self) -> None:
         await self.pool.fetchval("SELECT 1")
-
-    async def _already_done(self, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]] | bool]:
-        rows = await self.pool.fetch(
-            "SELECT event_id, outputs, published FROM processed_events"
-            " WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-            self.handler.name,
-            event_ids,
-        )
-        return {r["event_id"]: True if r["published"] else list(r["outputs"]) for r in rows}
-
-    async def _record_done(self, payloads: dict[uuid.UUID, str]) -> None:
-        await self.pool.execute(
-            "INSERT INTO processed_events (consumer, event_id, outputs)"
-            " SELECT $1, e, o::jsonb FROM unnest($2::uuid[], $3::text[]) AS t(e, o) ON CONFLICT DO NOTHING",
-            self.handler.name,
-            list(payloads),
-            list(payloads.values()),
-        )
-
-    async def _mark_published(self, event_ids: list[uuid.UUID]) -> None:
-        await self.pool.execute(
-            "UPDATE processed_events SET published = true, outputs = '[]'"
-            " WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-            self.handler.name,
-            event_ids,
-        )
-
-    async def _store_dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], reason: str, error: str
-    ) -> DeadLetter:
-        short = record.topic[len(self.prefix) :]
-        value = record.value or b""
-        letter = DeadLetter(
-            event_id=_dead_letter_id(self.group_id, record, value),
-            consumer=self.handler.name,
-            source_topic=short,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key.decode("utf-8", "replace") if record.key else None,
-            reason=reason,  # type: ignore[arg-type]
-            error=error[:2000],
-            payload_text=value[:_PAYLOAD_KEEP].decode("utf-8", "replace"),
-            payload_size=len(value),
-        )
-        EVENTS_FAILED.labels(self.handler.name, short, reason).inc()
-        DEAD_LETTERS.labels(self.handler.name, reason).inc()
-        log.warning(
-            "event dead-lettered",
-            extra={
-                "consumer": self.handler.name,
-                "topic": short,
-                "offset": record.offset,
-                "reason": reason,
-                "error": error[:300],
-            },
-        )
-        await self._forever(
-            lambda: self.pool.execute(
-                'INSERT INTO dead_letters (id, consumer, source_topic, partition, "offset", reason, error, payload_text)'
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
-                letter.event_id,
-                letter.consumer,
-                letter.source_topic,
-                letter.partition,
-                letter.offset,
-                letter.reason,
-                letter.error,
-                letter.payload_text.replace("\x00", "\ufffd"),
-            ),
-            "store dead letter",
-        )
-        return letter
-
-
-def _dead_letter_id(group_id: str, record: ConsumerRecord[bytes, bytes], value: bytes) -> uuid.UUID:
-    """The same record redelivered gets the same id (stored once); another record at the same position, as
-    after a restart of a broker that keeps topics in memory, gets its own."""
-    digest = hashlib.sha256(value).hexdigest()
-    position = f"{group_id}/{record.topic}/{record.partition}/{record.offset}/{record.timestamp}/{digest}"
-    return uuid.uuid5(uuid.NAMESPACE_URL, position)
-
-
-def _outputs_json(outputs: Sequence[tuple[Event, str]]) -> str:
-    """The recorded form of a run's outputs: a JSON array of the events, each tagged with its topic."""
-    # Splicing the tag into each event's own JSON saves serialising every event a second time.
-    return "[" + ",".join(f'{{"__topic":{json.dumps(type(e).topic)},{js[1:]}' for e, js in outputs) + "]"
-
-
-_BY_TOPIC: dict[str, type[Event]] = {}
-
-
-def _revive(item: dict[str, Any]) -> Event:
-    if not _BY_TOPIC:
-        from events import EVENT_TYPES
-
-        _BY_TOPIC.update({t.topic: t for t in EVENT_TYPES})
-    data = dict(item)
-    topic = data.pop("__topic")
-    return _BY_TOPIC[topic].model_validate(data)

@@ -14,7 +14,7 @@ from services.core.customer_db import (
     SqlRefused,
     json_value,
 )
-from services.query.projects import load_project, load_schema
+from services.core.projects import load_project, load_schema
 
 #: Rows of a correction's result shown to the person who wrote it.
 PREVIEW_ROWS = 20

@@ -22,8 +22,8 @@ from services.console.review import (
     pattern_statuses,
     review_order,
 )
+from services.core.examples.masking import sql_skeleton
 from services.generation.pipeline import EXAMPLE_MODEL
-from services.retrieval.masking import sql_skeleton
 
 #: Answers looked at for the queue and the learning chart (the most recent ones).
 HISTORY_LIMIT = 2000

@@ -11,6 +11,7 @@ import time
 
 import asyncpg
 
+from services.core.projects import mark_values_collected, values_collected_at
 from services.core.values import ColumnValues, ValueIndex
 
 
@@ -25,11 +26,7 @@ async def replace_values(pool: asyncpg.Pool, project_id: str, columns: list[Colu
                 records=rows,
                 columns=["project_id", "table_name", "column_name", "value", "complete"],
             )
-        collected: dt.datetime = await conn.fetchval(
-            "UPDATE projects SET values_collected_at = clock_timestamp() WHERE id = $1 RETURNING values_collected_at",
-            project_id,
-        )
-    return collected
+        return await mark_values_collected(conn, project_id)
 
 
 class ValueIndexes:
@@ -48,9 +45,7 @@ class ValueIndexes:
         now = time.monotonic()
         known = self._collected.get(project_id)
         if known is None or now - known[0] >= self.ttl_s:
-            collected = await self.pool.fetchval(
-                "SELECT values_collected_at FROM projects WHERE id = $1", project_id
-            )
+            collected = await values_collected_at(self.pool, project_id)
             known = self._collected[project_id] = (now, collected)
         return await self.get(project_id, known[1])
 

@@ -1,7 +1,7 @@
 """A verified example adapted through the project's values: the example's SQL with each of its literal values
 replaced by the value the question names *for the same column*.
 
-The strict template match (``services.common.template_match``) wants the two questions word for word alike
+The strict template match (``services.core.template_match``) wants the two questions word for word alike
 but for the values; people rephrase ("what states neighbor maine" after "what states border kansas",
 "population of tempe arizona" after "how many people live in austin texas"). Here the link is the database
 itself: every literal of the example that its own question named is compared with a column; the new question
@@ -19,7 +19,7 @@ from typing import Protocol
 import sqlglot
 from sqlglot import exp
 
-from services.common.schema import SchemaInfo
+from services.core.schema import SchemaInfo
 from services.core.sql.dialects import glot_dialect
 from services.core.values import ValueIndex, ValueMatch, column_literals, normalize
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from rapidfuzz import fuzz, process
 from sqlglot import exp
 
-from services.common.schema import SchemaInfo
+from services.core.schema import SchemaInfo
 
 #: Values longer than this are not indexed (descriptions and notes are not what questions filter on).
 MAX_VALUE_CHARS = 64

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from events import ChatAnswer, ChatQuestion
 from services.client import QueryliftClient
+from services.core.projects import delete_project
 from services.demo.simulated_user import SimulatedUser
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "bikeshop"
@@ -71,7 +72,7 @@ def sample_database(data_dir: Path) -> Path:
 
 async def reset_project(pool: asyncpg.Pool, project_id: str) -> None:
     """The demo starts the project from zero each time so the curve is visible again."""
-    await pool.execute("DELETE FROM projects WHERE id = $1", project_id)
+    await delete_project(pool, project_id)
 
 
 async def ask_stream(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events import ChatAnswer, ChatError, ChatFeedback
-from services.generation.exec_match import gold_is_ordered, results_match
+from services.core.exec_match import gold_is_ordered, results_match
 
 
 @dataclass

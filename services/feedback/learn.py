@@ -14,13 +14,13 @@ from services.core.customer_db import (
     QueryTimeout,
     SqlRefused,
 )
+from services.core.examples.embedder import Embedder
+from services.core.examples.index import VectorIndex
+from services.core.examples.store import add_verified_example, apply_correction, mark_rated_down
+from services.core.projects import load_project, load_schema
 from services.core.sql import check_sql
 from services.core.sql.mechanical import canonical_example_sql
 from services.feedback.rules import Decision, judge
-from services.query.projects import load_project, load_schema
-from services.retrieval.embedder import Embedder
-from services.retrieval.examples import add_verified_example, apply_correction, mark_rated_down
-from services.retrieval.index import VectorIndex
 
 log = logging.getLogger(__name__)
 

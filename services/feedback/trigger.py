@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 
 from events import TrainingRequested
+from services.core.projects import training_threshold
 
 _COUNT = """
 SELECT count(*) FILTER (WHERE e.created_at > coalesce(last.requested_at, '-infinity')) AS new,
@@ -26,8 +27,7 @@ async def maybe_request_training(
     """Claims the project's single open-job slot (a unique partial index) before emitting, so redelivery or
     concurrent consumers can never request two trainings."""
     job_id = uuid.uuid5(uuid.NAMESPACE_OID, f"training:{cause}")
-    threshold = await pool.fetchval("SELECT training_threshold FROM projects WHERE id = $1", project_id)
-    threshold = threshold or default_threshold
+    threshold = await training_threshold(pool, project_id) or default_threshold
     claimed = await pool.fetchrow("SELECT status, examples_count FROM training_jobs WHERE id = $1", job_id)
     if claimed is not None:
         # This very cause claimed the slot before a crash kept its request from going out: emit it again with

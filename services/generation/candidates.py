@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from services.common.schema import SchemaInfo
+import sqlglot
+
 from services.core.customer_db import CustomerDatabases, QueryFailed, QueryResult, QueryTimeout
+from services.core.schema import SchemaInfo
 from services.core.sql import SqlCheck, check_sql
 from services.core.sql.dialects import glot_dialect
 from services.core.sql.mechanical import sqlite_strings_for_unknown_quoted_names
@@ -46,8 +48,6 @@ def checked(sql: str, schema: SchemaInfo, *, mechanical_fixes: bool) -> tuple[Sq
     if check.ok or not mechanical_fixes or check.code != "unknown_column":
         return check, []
     try:
-        import sqlglot
-
         tree = sqlglot.parse_one(sql, read=glot_dialect(schema.dialect))
     except Exception:  # unreadable: the check's own message stands
         return check, []

@@ -19,8 +19,8 @@ import re
 from collections.abc import Sequence
 
 from events import ContextExample
-from services.common.template_match import adapt
 from services.core.sql import referenced_names
+from services.core.template_match import adapt
 
 MAX_SUGGESTIONS = 3
 _WORDS = re.compile(r"[^\W_]+")

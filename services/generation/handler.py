@@ -24,11 +24,11 @@ from services.common.consumer import BaseHandler
 from services.common.errors import question_error
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, DatabaseUnavailable
+from services.core.llm.base import LLM, ModelUnavailable
+from services.core.projects import ProjectCache, load_schema
 from services.generation.followups import suggest_followups
-from services.generation.llm.base import LLM, ModelUnavailable
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.serving import ModelRouter
-from services.query.projects import ProjectCache, load_schema
 
 log = logging.getLogger(__name__)
 

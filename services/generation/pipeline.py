@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from events import ChartSpec, ContextExample, ErrorCode, Turn
-from services.common.schema import SchemaInfo
-from services.common.template_match import adaptations
 from services.core.customer_db import (
     CustomerDatabases,
     DatabaseUnavailable,
@@ -28,14 +26,16 @@ from services.core.customer_db import (
     QueryResult,
     QueryTimeout,
 )
+from services.core.llm.base import LLM, AdapterRef, ChatMessage, Completion
+from services.core.prompt import PromptOptions, build_prompt, build_repair_messages
+from services.core.schema import SchemaInfo
 from services.core.sql import check_sql, extract_sql
+from services.core.template_match import adaptations
 from services.core.value_templates import value_adaptations
 from services.core.values import ValueIndex
 from services.generation.answer_text import summarize
 from services.generation.candidates import Candidate, run_candidate
 from services.generation.chart import suggest_chart
-from services.generation.llm.base import LLM, AdapterRef, ChatMessage, Completion
-from services.generation.prompt import PromptOptions, build_prompt, build_repair_messages
 from services.generation.voting import Basis, agreement_settled, confidence, vote
 
 # Wording that makes an empty result plausible: no repair round is spent on those.

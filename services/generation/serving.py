@@ -12,7 +12,7 @@ from typing import Literal
 import asyncpg
 
 from events import ModelUpdated
-from services.generation.llm.base import LLM, AdapterRef, ChatMessage, Completion
+from services.core.llm.base import LLM, AdapterRef, ChatMessage, Completion
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import asyncpg
 from events import ChatError, ChatQuestion, ErrorCode, Event, QueryResolved
 from services.common.consumer import BaseHandler
 from services.common.errors import question_error
-from services.query.projects import admit_question
+from services.core.projects import admit_question
 
 
 class QueryHandler(BaseHandler):

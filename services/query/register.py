@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.common.schema import SchemaInfo
 from services.core.column_values_store import replace_values
 from services.core.customer_db import (
     BadDatabaseURL,
@@ -18,9 +17,13 @@ from services.core.customer_db import (
     readonly_role_sql,
 )
 from services.core.customer_db.urls import server_url
+from services.core.examples.fewshot import detect_domain
+from services.core.examples.index import VectorIndex
+from services.core.examples.index_pgvector import PgVectorIndex
+from services.core.examples.store import mark_stale_for_schema
+from services.core.projects import ProjectError, record_role_warnings, store_schema_version, upsert_project
+from services.core.schema import SchemaInfo
 from services.core.values import ColumnValues
-from services.query.projects import ProjectError, record_role_warnings, store_schema_version, upsert_project
-from services.retrieval.index import VectorIndex
 
 
 async def register_project(
@@ -54,8 +57,6 @@ async def register_project(
             "the database has no tables querylift can read; check the URL and the role's grants"
         )
     if domain is None:
-        from services.retrieval.fewshot import detect_domain
-
         domain = detect_domain(schema)
     await upsert_project(
         pool,
@@ -76,9 +77,6 @@ async def register_project(
         values = []
     await replace_values(pool, project_id, values)
     if changed:
-        from services.retrieval.examples import mark_stale_for_schema
-        from services.retrieval.index_pgvector import PgVectorIndex
-
         await mark_stale_for_schema(pool, index or PgVectorIndex(pool), project_id, schema, version_id)
     return schema, version_id, domain
 

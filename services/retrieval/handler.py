@@ -15,12 +15,12 @@ from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.common.errors import question_error
 from services.core.column_values_store import ValueIndexes
-from services.query.projects import load_schema
-from services.retrieval.embedder import Embedder, embed_async
-from services.retrieval.fewshot import FewshotLibrary
-from services.retrieval.index import VectorIndex
-from services.retrieval.masking import mask_question, retrieval_text
-from services.retrieval.selection import select_examples
+from services.core.examples.embedder import Embedder, embed_async
+from services.core.examples.fewshot import FewshotLibrary
+from services.core.examples.index import VectorIndex
+from services.core.examples.masking import mask_question, retrieval_text
+from services.core.examples.selection import select_examples
+from services.core.projects import load_schema
 
 
 class RetrievalHandler(BaseHandler):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
-from services.common.schema import SchemaInfo
+from services.core.schema import SchemaInfo
 from services.core.sql.dialects import glot_dialect
 from services.core.values import ValueIndex, column_literals, normalize
 

@@ -19,8 +19,10 @@ from typing import Any, Literal
 import asyncpg
 
 from events.internal import ContextExample
-from services.common.schema import SchemaInfo
-from services.generation.llm.base import ChatMessage
+from services.core.llm.base import ChatMessage
+from services.core.projects import current_schema
+from services.core.prompt import PromptOptions, build_prompt
+from services.core.schema import SchemaInfo
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,6 @@ class NoSchema(Exception):
 def default_render(example: TrainingExample, schema: SchemaInfo) -> list[ChatMessage]:
     """The serving prompt: instructions and schema, the similar examples retrieval would find (as chat
     turns) and the values the question names; so the adapter learns to use retrieval, not to replace it."""
-    # Imported here so the training worker and exporters do not need the prompt module at import time.
-    from services.generation.prompt import PromptOptions, build_prompt
 
     prompt = build_prompt(
         example.question,
@@ -138,15 +138,10 @@ async def load_examples(pool: asyncpg.Pool, project_id: str) -> list[TrainingExa
 
 async def load_schema(pool: asyncpg.Pool, project_id: str) -> SchemaInfo:
     """The project's current schema (the one inference prompts with), else its newest recorded one."""
-    raw = await pool.fetchval(
-        "SELECT s.schema FROM schema_versions s JOIN projects p ON p.id = s.project_id"
-        " WHERE s.project_id = $1 ORDER BY (s.id = p.current_schema_version_id) DESC, s.id DESC LIMIT 1",
-        project_id,
-    )
-    if raw is None:
+    schema = await current_schema(pool, project_id)
+    if schema is None:
         raise NoSchema(f"project {project_id!r} has no recorded schema")
-    data = json.loads(raw) if isinstance(raw, str) else raw
-    return SchemaInfo.from_json(data)
+    return schema
 
 
 async def load_dataset(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from rapidfuzz import fuzz, process
 
 from events.internal import ContextExample
-from services.common.schema import SchemaInfo
+from services.core.schema import SchemaInfo
 from services.core.values import ValueIndex, normalize
 from services.training.augment import spread, value_variants
 from services.training.dataset import ProjectDataset, TrainingExample

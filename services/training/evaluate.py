@@ -8,20 +8,18 @@ An example whose gold SQL no longer runs is left out rather than counted against
 from __future__ import annotations
 
 import logging
-import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.common.schema import SchemaInfo
-from services.generation.exec_match import gold_is_ordered, results_match
-from services.generation.llm.base import LLM, AdapterRef
+from services.core.exec_match import gold_is_ordered, results_match
+from services.core.llm.base import LLM, AdapterRef
+from services.core.schema import SchemaInfo
+from services.core.sql import extract_sql
 from services.training.dataset import Render, TrainingExample, default_render, prompt_messages
 
 log = logging.getLogger(__name__)
-
-_FENCE = re.compile(r"```(?:sql)?\s*(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
-_START = re.compile(r"\b(WITH|SELECT)\b", re.IGNORECASE)
 
 
 class _Result(Protocol):
@@ -36,23 +34,6 @@ class Executor(Protocol):
     async def check_and_run(
         self, database_url: str, sql: str, schema: SchemaInfo, /, *, timeout_s: float, row_limit: int
     ) -> tuple[Any, _Result]: ...
-
-
-def _extract_sql_fallback(text: str) -> str:
-    fenced = _FENCE.search(text)
-    body = fenced.group(1) if fenced else text
-    start = _START.search(body)
-    if not start:
-        return ""
-    return body[start.start() :].split(";")[0].strip()
-
-
-def extract_sql(text: str) -> str:
-    try:
-        from services.core.sql import extract_sql as shared
-    except ImportError:
-        return _extract_sql_fallback(text)
-    return shared(text)
 
 
 @dataclass
@@ -152,7 +133,6 @@ class Evaluator:
         adapter: AdapterRef | None = None,
         label: str | None = None,
     ) -> EvalResult:
-        import time
 
         started = time.perf_counter()
         result = EvalResult(label=label or (f"v{adapter.version}" if adapter else "base"))

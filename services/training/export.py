@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.llm.base_model import load_base_model
+
 # Ollama's Go template for ChatML, the chat format of both supported base models (SmolLM2, Qwen2.5).
 _CHATML_TEMPLATE = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
 
@@ -44,7 +46,6 @@ def export_merged(
     info: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Merge ``adapter_path`` (None: the base model as is) into ``base_model`` and save it under ``out_dir``."""
-    from services.training.base_model import load_base_model
 
     model, tokenizer = load_base_model(base_model, cache_dir=cache_dir, device="cpu")
     if adapter_path:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from services.generation.llm.base import GGUF_LORA_FILE
+from services.core.llm.base import GGUF_LORA_FILE
 
 # HF module name → llama.cpp tensor name inside ``blk.N``.
 _TENSOR_NAMES = {

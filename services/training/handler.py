@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import asyncpg
 
@@ -15,8 +15,15 @@ from events import ChatFeedback, Event, ModelUpdated, TrainingRequested, Trainin
 from services.common import metrics
 from services.common.consumer import BaseHandler
 from services.common.settings import Settings
+from services.core.customer_db import CustomerDatabases
+from services.core.llm.base import LLM
 from services.training import canary, registry
 from services.training.announce import serving_changed
+from services.training.job import run_training_job
+from services.training.ray_runner import RayTrainingRunner
+
+#: Builds the gate's model and the project's databases (the serving model as the composition root wires it).
+EvaluatorFactory = Callable[[], tuple[LLM, CustomerDatabases]]
 
 log = logging.getLogger(__name__)
 
@@ -29,42 +36,41 @@ class TrainingHandler(BaseHandler):
     }
 
     def __init__(
-        self, pool: asyncpg.Pool, settings: Settings, *, trainer: Any = None, evaluator_llm: Any = None
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        trainer: RayTrainingRunner | None = None,
+        evaluator: EvaluatorFactory | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self._runner = trainer
-        self._evaluator_llm = evaluator_llm
-        self._databases: Any = None
+        # The gate compares with what serves the project today (the configured model or its adapter, as the
+        # composition root builds it); made on the first training request, never for canary reviews.
+        self._evaluator = evaluator
+        self._evaluator_llm: LLM | None = None
+        self._databases: CustomerDatabases | None = None
 
-    def _runner_ready(self) -> Any:
+    def _runner_ready(self) -> RayTrainingRunner:
         if self._runner is None:
-            from services.training.ray_runner import RayTrainingRunner
-
             self._runner = RayTrainingRunner(self.settings)
         return self._runner
 
-    def _evaluation(self) -> tuple[Any, Any]:
-        if self._databases is None:
-            from services.wiring import build_databases
-
-            self._databases = build_databases(self.settings)
-        if self._evaluator_llm is None:
-            from services.wiring import build_llm
-
-            # The gate compares with what serves the project today: the configured model, or its adapter.
-            self._evaluator_llm = build_llm(self.settings)
+    def _evaluation(self) -> tuple[LLM, CustomerDatabases]:
+        if self._evaluator_llm is None or self._databases is None:
+            if self._evaluator is None:
+                raise RuntimeError("the training consumer was built without an evaluator for its gate")
+            self._evaluator_llm, self._databases = self._evaluator()
         return self._evaluator_llm, self._databases
 
     async def close(self) -> None:
         if self._databases is not None:
             await self._databases.close()
-        if self._runner is not None and hasattr(self._runner, "shutdown"):
+        if self._runner is not None:
             self._runner.shutdown()
 
     async def handle(self, event: Event) -> Sequence[Event]:
-        from services.training.job import run_training_job
-
         if isinstance(event, ChatFeedback):
             return await self._review_canary(event)
         assert isinstance(event, TrainingRequested)
@@ -140,7 +146,12 @@ class TrainingHandler(BaseHandler):
         return [update.with_derived_id(feedback.event_id, f"canary-{review.verdict.action}")]
 
     def _status(
-        self, request: TrainingRequested, status: str, progress: float | None, message: str, extra: Any = None
+        self,
+        request: TrainingRequested,
+        status: str,
+        progress: float | None,
+        message: str,
+        extra: dict[str, object] | None = None,
     ) -> TrainingStatus:
         event = TrainingStatus(
             project_id=request.project_id,

@@ -17,7 +17,8 @@ import asyncpg
 
 from services.common.settings import Settings
 from services.core.column_values_store import ValueIndexes
-from services.generation.llm.base import LLM
+from services.core.llm.base import LLM
+from services.core.projects import load_project
 from services.training import registry
 from services.training.dataset import ProjectDataset, Render, load_dataset, mark_trained
 from services.training.enrich import EnrichOptions, enrich
@@ -74,7 +75,12 @@ async def run_training_job(
         error = f"{dataset.size} usable examples; at least {MIN_EXAMPLES} are needed"
         await registry.finish_job(pool, job_id, "failed", error)
         return TrainingOutcome(job_id, project_id, "failed", error=error)
-    database_url = await pool.fetchval("SELECT database_url FROM projects WHERE id = $1", project_id)
+    project = await load_project(pool, project_id)
+    if project is None:  # removed while the job waited
+        error = f"project {project_id!r} no longer exists"
+        await registry.finish_job(pool, job_id, "failed", error)
+        return TrainingOutcome(job_id, project_id, "failed", error=error)
+    database_url = project.database_url
     dataset = await enriched(pool, settings, dataset, databases=databases, database_url=database_url)
 
     version_number = await registry.next_version(pool, project_id)

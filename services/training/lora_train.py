@@ -24,7 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from services.common.llm.base_model import load_base_model, pick_device, resolve_base_model
 from services.common.settings import Settings
+from services.training.gguf_lora import GGUF_LORA_FILE, export_gguf_lora
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +156,6 @@ def _export_gguf(config: dict[str, Any], folder: Path) -> dict[str, Any]:
 
     A failed conversion does not fail the run: the peft adapter is still served by the transformers backend.
     """
-    from services.training.base_model import resolve_base_model
-    from services.training.gguf_lora import GGUF_LORA_FILE, export_gguf_lora
 
     cache_dir = Path(config["model_cache_dir"]) if config.get("model_cache_dir") else None
     try:
@@ -168,7 +170,6 @@ def _export_gguf(config: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def _seed_everything(seed: int) -> None:
-    import numpy as np
     import torch
 
     random.seed(seed)
@@ -201,8 +202,6 @@ def train_lora(config: dict[str, Any], progress: ProgressCallback | None = None)
     """Train one adapter; returns its metrics with ``adapter_path`` and ``checksum`` (sha256 of the weights)."""
     import torch
     from peft import LoraConfig, get_peft_model
-
-    from services.training.base_model import load_base_model, pick_device
 
     started = time.perf_counter()
     if config.get("threads"):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.settings import Settings
+from services.training.lora_train import train_lora
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ class _ProgressBoard:
 
 
 def _train_task(config: dict[str, Any], board: Any, job_key: str) -> dict[str, Any]:
-    from services.training.lora_train import train_lora
 
     # Ray starts workers with a high nice value to keep its own daemons responsive; on a busy machine
     # that starves training, the one job this worker exists for. Best effort: lowering needs privileges.

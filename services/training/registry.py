@@ -9,6 +9,7 @@ replaced canaries are never "rolled back to".
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +17,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from services.generation.llm.base import AdapterRef
+from services.core.llm.base import AdapterRef
+from services.core.projects import canary_share, set_canary_share
 
 VersionStatus = Literal["candidate", "canary", "active", "retired"]
 JobStatus = Literal["requested", "submitted", "running", "succeeded", "failed", "cancelled", "rejected"]
@@ -53,8 +55,6 @@ class ModelVersion:
     def from_row(cls, row: asyncpg.Record) -> ModelVersion:
         metrics = row["metrics"]
         if isinstance(metrics, str):  # a pool without the json codec
-            import json
-
             metrics = json.loads(metrics)
         return cls(
             id=row["id"],
@@ -176,7 +176,7 @@ async def promote(pool: asyncpg.Pool, project_id: str, version: int) -> ModelVer
             project_id,
         )
         if target.status == "canary":
-            await conn.execute("UPDATE projects SET canary_share = 0 WHERE id = $1", project_id)
+            await set_canary_share(conn, project_id, 0.0)
         return await _set_status(
             conn, target.id, "active", {"promoted_at": _now_iso(), "rolled_back_at": None}
         )
@@ -199,7 +199,7 @@ async def set_canary(pool: asyncpg.Pool, project_id: str, version: int, share: f
             project_id,
             target.id,
         )
-        await conn.execute("UPDATE projects SET canary_share = $2 WHERE id = $1", project_id, share)
+        await set_canary_share(conn, project_id, share)
         return await _set_status(conn, target.id, "canary", {"canary_since": _now_iso()})
 
 
@@ -210,7 +210,7 @@ async def clear_canary(pool: asyncpg.Pool, project_id: str) -> ModelVersion | No
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM model_versions WHERE project_id = $1 AND status = 'canary'", project_id
         )
-        await conn.execute("UPDATE projects SET canary_share = 0 WHERE id = $1", project_id)
+        await set_canary_share(conn, project_id, 0.0)
         if row is None:
             return None
         return await _set_status(conn, row["id"], "retired")
@@ -244,7 +244,7 @@ async def active_and_canary(pool: asyncpg.Pool, project_id: str) -> ServingState
         f"SELECT {_COLUMNS} FROM model_versions WHERE project_id = $1 AND status IN ('active', 'canary')",
         project_id,
     )
-    share = await pool.fetchval("SELECT canary_share FROM projects WHERE id = $1", project_id)
+    share = await canary_share(pool, project_id)
     by_status = {r["status"]: ModelVersion.from_row(r) for r in rows}
     canary = by_status.get("canary")
     return ServingState(
@@ -293,8 +293,6 @@ class TrainingJob:
 def _job(row: asyncpg.Record) -> TrainingJob:
     metrics = row["metrics"]
     if isinstance(metrics, str):
-        import json
-
         metrics = json.loads(metrics)
     return TrainingJob(
         id=row["id"],

@@ -10,7 +10,6 @@ statements for one that can only read, and ``querylift project add`` refuses a s
 
 from __future__ import annotations
 
-from services.common.schema import SchemaInfo
 from services.core.customer_db.databases import CustomerDatabases
 from services.core.customer_db.engine import QueryResult, RoleFinding, RoleReport
 from services.core.customer_db.errors import (
@@ -24,6 +23,7 @@ from services.core.customer_db.errors import (
 from services.core.customer_db.readonly_role import readonly_role_sql
 from services.core.customer_db.urls import dialect_of, redact
 from services.core.customer_db.values import QueryLimits, json_value
+from services.core.schema import SchemaInfo
 
 
 async def discover_schema(url: str, *, sample_values: int = 3, timeout_s: float = 10) -> SchemaInfo:

@@ -8,7 +8,6 @@ goes through these two; ``tests/test_guarded_path.py`` fails if another appears.
 
 from __future__ import annotations
 
-from services.common.schema import SchemaInfo
 from services.core.customer_db.engine import Engine, QueryResult, RoleReport
 from services.core.customer_db.errors import QueryFailed, SqlRefused
 from services.core.customer_db.mysql import MySQLEngine
@@ -16,6 +15,7 @@ from services.core.customer_db.postgres import PostgresEngine
 from services.core.customer_db.sqlite import SQLiteEngine
 from services.core.customer_db.urls import dialect_of
 from services.core.customer_db.values import QueryLimits
+from services.core.schema import SchemaInfo
 from services.core.sql import CheckedSql, SqlCheck, check_sql
 from services.core.values import ColumnValues
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from services.common.schema import SchemaInfo
 from services.core.customer_db.values import QueryLimits
+from services.core.schema import SchemaInfo
 from services.core.values import ColumnValues
 
 

@@ -21,7 +21,6 @@ import aiomysql
 import pymysql
 from pymysql.constants import CLIENT
 
-from services.common.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.customer_db.engine import QueryResult, RoleFinding, RoleReport
 from services.core.customer_db.errors import BadDatabaseURL, DatabaseUnavailable, QueryFailed, QueryTimeout
 from services.core.customer_db.urls import describe_server, redact, scrub, server_url
@@ -34,6 +33,7 @@ from services.core.customer_db.values import (
     is_textual,
     samples,
 )
+from services.core.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, MAX_VALUES_PER_PROJECT, ColumnValues
 
 SAMPLE_SCAN_ROWS = 1000

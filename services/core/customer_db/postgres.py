@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from services.common.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.customer_db.engine import QueryResult, RoleFinding, RoleReport
 from services.core.customer_db.errors import BadDatabaseURL, DatabaseUnavailable, QueryFailed, QueryTimeout
 from services.core.customer_db.urls import describe_server, pg_dsn, pg_schema, redact, scrub
@@ -34,6 +33,7 @@ from services.core.customer_db.values import (
     oversized,
     samples,
 )
+from services.core.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, MAX_VALUES_PER_PROJECT, ColumnValues
 
 SAMPLE_SCAN_ROWS = 1000

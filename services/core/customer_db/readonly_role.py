@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from services.common.schema import Dialect
+from services.core.schema import Dialect
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 

@@ -7,13 +7,13 @@ import asyncio
 import os
 import sqlite3
 
-from services.common.schema import SchemaInfo
 from services.core.customer_db.engine import QueryResult, RoleFinding, RoleReport
 from services.core.customer_db.errors import DatabaseUnavailable
 from services.core.customer_db.sqlite_statement import close_idle, column_values, connect, discover
 from services.core.customer_db.sqlite_workers import SQLiteWorkers
 from services.core.customer_db.urls import sqlite_path
 from services.core.customer_db.values import QueryLimits
+from services.core.schema import SchemaInfo
 from services.core.sql.functions import sqlite_function_names
 from services.core.values import ColumnValues
 

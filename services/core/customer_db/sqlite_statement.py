@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from services.common.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.customer_db.engine import QueryResult
 from services.core.customer_db.errors import DatabaseUnavailable, QueryFailed, QueryTimeout
 from services.core.customer_db.urls import sqlite_path
@@ -31,6 +30,7 @@ from services.core.customer_db.values import (
     is_textual,
     samples,
 )
+from services.core.schema import Column, ForeignKey, SchemaInfo, Table
 from services.core.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, MAX_VALUES_PER_PROJECT, ColumnValues
 
 #: Rows scanned per column to find distinct samples, so discovery stays fast on large tables.

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from services.common.schema import Dialect
 from services.core.customer_db.errors import BadDatabaseURL
+from services.core.schema import Dialect
 
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 

@@ -35,7 +35,7 @@ from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.optimizer.scope import Scope, ScopeType, find_all_in_scope, traverse_scope
 from sqlglot.tokens import Token, TokenType
 
-from services.common.schema import SchemaInfo, Table
+from services.core.schema import SchemaInfo, Table
 from services.core.sql import functions
 from services.core.sql.dialects import glot_dialect
 

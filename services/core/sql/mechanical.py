@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlglot
 from sqlglot import exp
 
-from services.common.schema import SchemaInfo
+from services.core.schema import SchemaInfo
 from services.core.sql.dialects import glot_dialect
 
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.Like, exp.ILike, exp.GT, exp.GTE, exp.LT, exp.LTE)

@@ -1,8 +1,10 @@
-"""Customer projects and their schema versions in the system of record."""
+"""The ``projects`` and ``schema_versions`` tables: customer projects and their schema versions. Every
+statement on these two tables is here (other tables' statements may join them to scope rows by project)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from events import Turn
-from services.common.schema import SchemaInfo
+from services.core.schema import SchemaInfo
 
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -198,3 +200,60 @@ async def admit_question(
 
 async def record_role_warnings(pool: asyncpg.Pool, project_id: str, warnings: list[str]) -> None:
     await pool.execute("UPDATE projects SET role_warnings = $2 WHERE id = $1", project_id, warnings)
+
+
+async def projects_with_role_warnings(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, list[str]]:
+    """Projects whose database account may do more than read, with what it may do."""
+    rows = await conn.fetch(
+        "SELECT id, role_warnings FROM projects WHERE cardinality(role_warnings) > 0 ORDER BY id"
+    )
+    return {r["id"]: list(r["role_warnings"]) for r in rows}
+
+
+async def delete_project(pool: asyncpg.Pool, project_id: str) -> None:
+    """The project and everything that cascades from it (examples, versions, conversations...)."""
+    await pool.execute("DELETE FROM projects WHERE id = $1", project_id)
+
+
+async def training_threshold(pool: asyncpg.Pool, project_id: str) -> int | None:
+    """The project's own number of new examples that asks for a training, if it set one."""
+    value = await pool.fetchval("SELECT training_threshold FROM projects WHERE id = $1", project_id)
+    return int(value) if value is not None else None
+
+
+async def canary_share(pool: asyncpg.Pool | asyncpg.Connection, project_id: str) -> float:
+    value = await pool.fetchval("SELECT canary_share FROM projects WHERE id = $1", project_id)
+    return float(value or 0.0)
+
+
+async def set_canary_share(conn: asyncpg.Connection, project_id: str, share: float) -> None:
+    """Called inside the model registry's transaction, so the share and the canary's status change together."""
+    await conn.execute("UPDATE projects SET canary_share = $2 WHERE id = $1", project_id, share)
+
+
+async def mark_values_collected(conn: asyncpg.Connection, project_id: str) -> dt.datetime:
+    """Called inside the column values' replacing transaction; returns the time recorded."""
+    collected: dt.datetime = await conn.fetchval(
+        "UPDATE projects SET values_collected_at = clock_timestamp() WHERE id = $1 RETURNING values_collected_at",
+        project_id,
+    )
+    return collected
+
+
+async def values_collected_at(pool: asyncpg.Pool, project_id: str) -> dt.datetime | None:
+    value: dt.datetime | None = await pool.fetchval(
+        "SELECT values_collected_at FROM projects WHERE id = $1", project_id
+    )
+    return value
+
+
+async def current_schema(pool: asyncpg.Pool, project_id: str) -> SchemaInfo | None:
+    """The project's current schema, else its newest recorded one; None when it has none."""
+    raw = await pool.fetchval(
+        "SELECT s.schema FROM schema_versions s JOIN projects p ON p.id = s.project_id"
+        " WHERE s.project_id = $1 ORDER BY (s.id = p.current_schema_version_id) DESC, s.id DESC LIMIT 1",
+        project_id,
+    )
+    if raw is None:
+        return None
+    return SchemaInfo.from_json(json.loads(raw) if isinstance(raw, str) else raw)

@@ -22,7 +22,7 @@ import sqlglot
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from services.common.schema import SQLGLOT_DIALECT
+from services.core.schema import SQLGLOT_DIALECT
 
 _WORD = re.compile(r"\d+(?:[.,:/-]\d+)*|[^\W_]+(?:['’][^\W_]+)?")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")

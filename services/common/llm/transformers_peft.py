@@ -23,8 +23,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from services.common.llm.base_model import load_base_model
 from services.common.settings import Settings
-from services.generation.llm.base import (
+from services.core.llm.base import (
     AdapterMismatch,
     AdapterRef,
     ChatMessage,
@@ -63,8 +64,6 @@ class TransformersLLM:
         if self._base is not None:
             return
         import torch
-
-        from services.training.base_model import load_base_model
 
         torch.set_num_threads(self.settings.llm_threads)
         try:

@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import Progress
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 8 * 1024 * 1024
@@ -123,7 +125,6 @@ def _part_path(model: SplitModel, n: int) -> Path | None:
 
 
 def _install_parts(model: SplitModel, missing: list[int]) -> None:
-    from rich.progress import Progress
 
     with Progress() as progress:
         task = progress.add_task(f"Installing {model.name} parts", total=len(missing))

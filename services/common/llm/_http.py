@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from services.common.settings import Settings
-from services.generation.llm.base import (
+from services.core.llm.base import (
     AdapterRef,
     ChatMessage,
     Completion,

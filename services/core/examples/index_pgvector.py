@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import asyncpg
 import numpy as np
 
-from services.retrieval.examples import StoredExample
-from services.retrieval.index import vector_literal
+from services.core.examples.index import vector_literal
+from services.core.examples.store import StoredExample
 
 _SEARCH = """
 SELECT id, 1 - (embedding <=> $2::vector) AS similarity, question, sql, sql_skeleton, quality

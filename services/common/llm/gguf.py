@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.llm.llama_decode import (
+    Decoded,
+    DecodeOptions,
+    DecodeReport,
+    LlamaDecoder,
+    PrefixStates,
+)
+from services.common.llm.model_files import ModelFileError, resolve_gguf
 from services.common.settings import Settings
-from services.generation.llm.base import (
+from services.core.llm.base import (
     GGUF_LORA_FILE,
     AdapterMismatch,
     AdapterRef,
@@ -34,14 +42,6 @@ from services.generation.llm.base import (
     Completion,
     ModelUnavailable,
 )
-from services.generation.llm.llama_decode import (
-    Decoded,
-    DecodeOptions,
-    DecodeReport,
-    LlamaDecoder,
-    PrefixStates,
-)
-from services.generation.model_files import ModelFileError, resolve_gguf
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ import asyncpg
 import numpy as np
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
 
-from services.common.schema import SQLGLOT_DIALECT, SchemaInfo
-from services.retrieval.embedder import Embedder
-from services.retrieval.index import VectorIndex, vector_literal
-from services.retrieval.masking import mask_question, retrieval_text, sql_skeleton
+from services.core.examples.embedder import Embedder
+from services.core.examples.index import VectorIndex, parse_vector, vector_literal
+from services.core.examples.masking import mask_question, retrieval_text, sql_skeleton
+from services.core.schema import SQLGLOT_DIALECT, SchemaInfo
+from services.core.sql import referenced_names
 
 log = logging.getLogger(__name__)
 
@@ -45,61 +45,9 @@ def example_id_for(project_id: str, *, answer_id: uuid.UUID | None, question: st
 # --- names an SQL statement depends on -----------------------------------------------------------------
 
 
-def referenced_names(sql: str, dialect: str, schema: SchemaInfo | None = None) -> tuple[list[str], list[str]]:
-    """(tables, ``table.column``s) the SQL reads, lower-cased; columns only where the table is certain.
-
-    The local resolver, used when ``services.core.sql`` is not importable.
-
-    Unqualified columns are attributed through the schema to the referenced table that has them; names
-    that resolve to no real table (CTEs, derived tables, select aliases) are left out rather than guessed,
-    so a later schema check never marks an example stale for a name that was never a schema name.
-    """
-    try:
-        tree = sqlglot.parse_one(sql, read=SQLGLOT_DIALECT.get(dialect, dialect))
-    except SqlglotError:
-        return [], []
-    if tree is None:
-        return [], []
-    cte_names = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-    tables: set[str] = set()
-    aliases: dict[str, str] = {}
-    for table in tree.find_all(exp.Table):
-        name = table.name.lower()
-        if not name or name in cte_names:
-            continue
-        tables.add(name)
-        aliases[name] = name
-        if table.alias:
-            aliases[table.alias.lower()] = name
-    schema_columns: dict[str, set[str]] = {}
-    if schema is not None:
-        schema_columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables}
-    columns: set[str] = set()
-    for column in tree.find_all(exp.Column):
-        name = column.name.lower()
-        if not name or isinstance(column.this, exp.Star):
-            continue
-        qualifier = column.table.lower()
-        if qualifier:
-            owner = aliases.get(qualifier)
-            if owner is not None:
-                columns.add(f"{owner}.{name}")
-            continue
-        owners = [t for t in sorted(tables) if name in schema_columns.get(t, set())]
-        if not owners and schema is None and len(tables) == 1:
-            owners = list(tables)
-        if len(owners) == 1:
-            columns.add(f"{owners[0]}.{name}")
-    return sorted(tables), sorted(columns)
-
-
-def _names_for(sql: str, schema: SchemaInfo) -> tuple[list[str], list[str]]:
-    """Names via the generation checker's resolver (one resolver for the whole system) when present."""
-    try:
-        from services.core.sql import referenced_names as shared
-    except ImportError:  # pragma: no cover - the local resolver is the fallback
-        return referenced_names(sql, schema.dialect, schema)
-    tables, columns = shared(sql, schema.dialect)
+def names_for(sql: str, schema: SchemaInfo) -> tuple[list[str], list[str]]:
+    """Names via the SQL checker's resolver (one resolver for the whole system)."""
+    tables, columns = referenced_names(sql, schema.dialect)
     schema_columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in schema.tables}
     resolved: set[str] = set()
     for ref in columns:
@@ -157,7 +105,7 @@ async def _derive(embedder: Embedder, question: str, sql: str, schema: SchemaInf
     # The example's own SQL says which of its question's words are values: masked exactly, as the value index
     # masks a new question's, so the two meet on shape.
     masked = mask_question(question, schema, sql_values(sql, schema.dialect))
-    tables, columns = _names_for(sql, schema)
+    tables, columns = names_for(sql, schema)
     vector = (await asyncio.to_thread(embedder.embed, [retrieval_text(question, masked)]))[0]
     return _Derived(masked, sql_skeleton(sql, schema.dialect), tables, columns, vector)
 
@@ -372,7 +320,6 @@ async def _reindex(
     rows: Sequence[Any],
     schema: SchemaInfo,
 ) -> None:
-    from services.retrieval.index import parse_vector
 
     items: list[tuple[uuid.UUID, np.ndarray]] = [
         (r["id"], parse_vector(r["embedding"])) for r in rows if r["embedding"] is not None

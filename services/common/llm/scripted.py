@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from services.generation.llm.base import AdapterRef, ChatMessage, Completion, estimate_tokens
+from services.core.llm.base import AdapterRef, ChatMessage, Completion, estimate_tokens
 
 Matcher = str | re.Pattern[str] | Callable[[str], bool]
 Response = str | Callable[[str], str] | BaseException

@@ -7,6 +7,7 @@ Hub downloads are never attempted (``HF_HUB_OFFLINE=1``): the default model ship
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections import OrderedDict
@@ -152,7 +153,6 @@ async def embed_async(embedder: Any, texts: list[str]) -> np.ndarray:
     found = lookup(texts) if lookup is not None else None
     if found is not None:
         return found
-    import asyncio
 
     vectors: np.ndarray = await asyncio.to_thread(embedder.embed, texts)
     return vectors

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from events import ContextExample, Turn
-from services.common.schema import Column, SchemaInfo, Table, derived
-from services.generation.llm.base import ChatMessage, estimate_tokens
+from services.core.llm.base import ChatMessage, estimate_tokens
+from services.core.schema import Column, SchemaInfo, Table, derived
 
 DIALECT_NAMES: dict[str, str] = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MySQL"}
 
