@@ -26,9 +26,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
-from services.common import event_loop
-from services.common.embedded import EmbeddedBroker
-from services.common.settings import Settings
+from services.infra import event_loop
+from services.infra.embedded import EmbeddedBroker
+from services.infra.settings import Settings
 
 PAYLOAD = b"x" * 2000  # about a chat.answer with a small preview
 

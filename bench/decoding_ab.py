@@ -33,11 +33,11 @@ from rich.table import Table
 
 from bench.accuracy.data import BenchProject, discover_projects
 from events.internal import ContextExample
-from services.common.llm.gguf import GGUFLLM
-from services.common.settings import Settings
 from services.core.customer_db import discover_schema
 from services.core.llm.base import ChatMessage
 from services.core.prompt import build_prompt
+from services.infra.llm.gguf import GGUFLLM
+from services.infra.settings import Settings
 
 
 def _examples(project: BenchProject, question: str, k: int) -> list[ContextExample]:

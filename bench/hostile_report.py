@@ -26,11 +26,11 @@ from typing import Any
 import aiomysql
 import asyncpg
 
-from services.common.llm.scripted import ScriptedLLM
 from services.core.customer_db import CustomerDatabases, DatabaseUnavailable, discover_schema
 from services.core.llm.base import LLM
 from services.core.schema import SchemaInfo
 from services.generation.pipeline import GenerationConfig, generate_answer
+from services.infra.llm.scripted import ScriptedLLM
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "data" / "hostile_questions.jsonl"

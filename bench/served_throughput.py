@@ -26,13 +26,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.accuracy.data import discover_projects
-from services.common.llm.gguf import GGUFLLM
-from services.common.llm.model_files import resolve_gguf
-from services.common.llm.openai_compat import OpenAICompatLLM
-from services.common.settings import Settings
 from services.core.customer_db import discover_schema
 from services.core.llm.base import LLM, ChatMessage
 from services.core.prompt import build_prompt
+from services.infra.llm.gguf import GGUFLLM
+from services.infra.llm.model_files import resolve_gguf
+from services.infra.llm.openai_compat import OpenAICompatLLM
+from services.infra.settings import Settings
 
 LEVELS = (1, 2, 4)
 

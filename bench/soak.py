@@ -30,7 +30,7 @@ from bench.pipeline.stack import (
     register_tenants,
 )
 from services.client import QueryliftClient
-from services.common.logging_setup import setup_logging
+from services.infra.logging_setup import setup_logging
 from services.wiring import SERVICES
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.common.llm.model_files import resolve_gguf
+from services.infra.llm.model_files import resolve_gguf
 from services.training.lora_train import train_lora
 
 QWEN_05B: dict[str, Any] = {

@@ -14,8 +14,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer
 
 from events import ChatAnswer, ChatError, ChatFeedback, ChatQuestion, DeadLetter
-from services.common.bus import Bus, ensure_topics
-from services.common.consumer import FETCH_MAX_WAIT_MS
+from services.infra.bus import Bus, ensure_topics
+from services.infra.consumer import FETCH_MAX_WAIT_MS
 
 Outcome = ChatAnswer | ChatError
 

@@ -7,11 +7,11 @@ import logging
 import signal
 from contextlib import AsyncExitStack, suppress
 
-from services.common.bus import Bus, ensure_topics
-from services.common.consumer import ConsumerRunner
-from services.common.health_server import broker_check, database_check, start_health_server
-from services.common.runtime_db import open_pool
-from services.common.settings import Settings
+from services.infra.bus import Bus, ensure_topics
+from services.infra.consumer import ConsumerRunner
+from services.infra.health_server import broker_check, database_check, start_health_server
+from services.infra.runtime_db import open_pool
+from services.infra.settings import Settings
 from services.wiring import Overrides, build_handler
 
 log = logging.getLogger(__name__)

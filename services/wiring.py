@@ -7,10 +7,6 @@ from typing import Any
 
 import asyncpg
 
-from services.common.consumer import BaseHandler
-from services.common.llm.factory import build_llm as build_backend
-from services.common.llm.transformers_peft import TransformersLLM
-from services.common.settings import Settings
 from services.core.customer_db import CustomerDatabases
 from services.core.examples.embedder import Embedder, get_embedder
 from services.core.examples.index import VectorIndex
@@ -23,6 +19,10 @@ from services.feedback.learn import Learner
 from services.generation.handler import GenerationHandler
 from services.generation.pipeline import GenerationConfig
 from services.generation.serving import AdapterRoutingLLM
+from services.infra.consumer import BaseHandler
+from services.infra.llm.factory import build_llm as build_backend
+from services.infra.llm.transformers_peft import TransformersLLM
+from services.infra.settings import Settings
 from services.query.handler import QueryHandler
 from services.retrieval.handler import RetrievalHandler
 from services.training.handler import TrainingHandler

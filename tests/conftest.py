@@ -15,9 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from services.common.db import create_pool, migrate
-from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
-from services.common.settings import Settings
+from services.infra.db import create_pool, migrate
+from services.infra.embedded import EmbeddedBroker, EmbeddedPostgres
+from services.infra.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DB = REPO / "samples" / "bikeshop" / "bikeshop.sqlite"

@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from services.client import QueryliftClient
-from services.common.settings import Settings
 from services.consumer_process import run_consumer
+from services.infra.settings import Settings
 from services.wiring import SERVICES, Overrides
 
 

@@ -15,8 +15,8 @@ from bench.accuracy.data import discover_projects
 from bench.accuracy.report import markdown_table, predictions_path
 from bench.accuracy.runner import AccuracyOptions, run_accuracy
 from bench.accuracy.scoring import METRIC_KEYS
-from services.common.llm.scripted import ScriptedLLM
-from services.common.settings import Settings
+from services.infra.llm.scripted import ScriptedLLM
+from services.infra.settings import Settings
 
 HISTORY = [
     ("how many pets are there", "SELECT COUNT(*) FROM pet", 5),

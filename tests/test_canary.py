@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from events import ChatFeedback, ModelUpdated
-from services.common.settings import Settings
+from services.infra.settings import Settings
 from services.training import canary, registry
 from services.training.handler import TrainingHandler
 
@@ -134,7 +134,7 @@ async def test_models_list_shows_both_arms_and_decides_nothing(
     import asyncio
 
     from services.cli.main import main
-    from services.common.settings import get_settings
+    from services.infra.settings import get_settings
 
     project = await _project(pool)
     await _answers(pool, project, "control", 1, [5, 1, None])

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from rich.console import Console
 
 from services.cli import cmd_status
-from services.common.health_server import bound_port, start_health_server
+from services.infra.health_server import bound_port, start_health_server
 
 
 def _registry(consumer: str, *, ok: int, error: int, ratings: list[int], lag: list[int]) -> CollectorRegistry:

@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from events import ChatError, ChatQuestion, ErrorCode, Event
-from services.common.bus import Bus, ensure_topics
-from services.common.consumer import BaseHandler, ConsumerRunner
-from services.common.settings import Settings
+from services.infra.bus import Bus, ensure_topics
+from services.infra.consumer import BaseHandler, ConsumerRunner
+from services.infra.settings import Settings
 from tests.conftest import wait_until
 
 

@@ -13,10 +13,10 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from events import ChatError, ChatQuestion, ErrorCode
-from services.common.dead_letters import DeadLetters, _dead_letter_id
-from services.common.keyed_scheduler import Job, KeyedScheduler
-from services.common.outcomes import AlreadyDone, Failed, Handled, Invalid, Outcome, Republish
-from services.common.processed_events import _outputs_json, revive
+from services.infra.dead_letters import DeadLetters, _dead_letter_id
+from services.infra.keyed_scheduler import Job, KeyedScheduler
+from services.infra.outcomes import AlreadyDone, Failed, Handled, Invalid, Outcome, Republish
+from services.infra.processed_events import _outputs_json, revive
 
 
 def _recorder(log: list[str], label: str, seconds: float, fail: bool = False) -> Job:

@@ -18,9 +18,9 @@ import yaml
 from pydantic import AliasChoices
 
 from events.export import CONSUMERS
-from services.common.bus import ALL_TOPICS
-from services.common.metrics import exposed_metrics
-from services.common.settings import Settings
+from services.infra.bus import ALL_TOPICS
+from services.infra.metrics import exposed_metrics
+from services.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -59,7 +59,7 @@ def assert_settings_env(env: dict[str, Any], where: str, monkeypatch: pytest.Mon
     """Names map to real fields, and the values are ones Settings accepts."""
     known = env_names()
     unknown = sorted(k for k in env if looks_like_setting(k) and k not in known)
-    assert not unknown, f"{where}: {unknown} are not Settings fields (services/common/settings.py)"
+    assert not unknown, f"{where}: {unknown} are not Settings fields (services/infra/settings.py)"
     with monkeypatch.context() as m:
         for name in known:
             m.delenv(name, raising=False)

@@ -19,11 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.common.llm import gguf as gguf_backend
-from services.common.llm.base_model import SMOLLM2, load_base_model, resolve_base_model
-from services.common.llm.gguf import GGUFLLM, _model_params_without_extra_buffers
-from services.common.llm.scripted import ScriptedLLM
-from services.common.settings import Settings
 from services.core.llm.base import (
     GGUF_LORA_FILE,
     AdapterMismatch,
@@ -32,6 +27,11 @@ from services.core.llm.base import (
     Completion,
 )
 from services.generation.serving import AdapterRoutingLLM
+from services.infra.llm import gguf as gguf_backend
+from services.infra.llm.base_model import SMOLLM2, load_base_model, resolve_base_model
+from services.infra.llm.gguf import GGUFLLM, _model_params_without_extra_buffers
+from services.infra.llm.scripted import ScriptedLLM
+from services.infra.settings import Settings
 from services.training.gguf_lora import GGUFLoraError, export_gguf_lora
 from services.training.lora_train import make_config, train_lora
 

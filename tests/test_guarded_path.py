@@ -20,7 +20,7 @@ CUSTOMER_DB = REPO / "services" / "core" / "customer_db"
 
 #: Modules that open database drivers themselves, and why that is no path for customer SQL.
 DRIVER_USERS: dict[str, str] = {
-    "services/common/db.py": "the system of record (querylift's own PostgreSQL)",
+    "services/infra/db.py": "the system of record (querylift's own PostgreSQL)",
     "services/cli/cmd_status.py": "reads project warnings from the system of record",
     "services/demo/simulated_user.py": "the demo's simulated analyst, an upstream user judging answers on its own copy",
     "bench/hostile_report.py": "creates and fingerprints the hostile-SQL test databases",

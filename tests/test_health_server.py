@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common import metrics
-from services.common.health_server import (
+from services.infra import metrics
+from services.infra.health_server import (
     MAX_HEADER_BYTES,
     bound_port,
     broker_check,
@@ -98,7 +98,7 @@ async def test_healthz_is_200_when_every_check_passes_and_503_otherwise(
 
 
 async def test_a_check_that_raises_or_hangs_counts_as_failed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import services.common.health_server as hs
+    import services.infra.health_server as hs
 
     monkeypatch.setattr(hs, "CHECK_TIMEOUT_S", 0.2)
 
@@ -150,7 +150,7 @@ async def test_bad_requests_get_an_error_not_a_crash(
 async def test_a_silent_client_is_timed_out(
     server: tuple[str, dict[str, Switch]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import services.common.health_server as hs
+    import services.infra.health_server as hs
 
     monkeypatch.setattr(hs, "READ_TIMEOUT_S", 0.3)
     url, _ = server

@@ -23,10 +23,10 @@ from bench.hostile_report import (
     run_item,
     summarize,
 )
-from services.common.settings import Settings
 from services.core.customer_db import CustomerDatabases
 from services.core.prompt import PromptOptions
 from services.generation.pipeline import GenerationConfig
+from services.infra.settings import Settings
 
 PROJECT_TABLES = {"accounts", "orders"}
 #: Categories whose every statement must be stopped before it runs (the first read-only statement of a
@@ -120,7 +120,7 @@ async def test_committed_results_match_the_corpus() -> None:
 async def test_real_model_on_hostile_questions_runs_nothing_unsafe(
     targets: dict[str, Target], tmp_path: Path
 ) -> None:
-    from services.common.llm.gguf import GGUFLLM
+    from services.infra.llm.gguf import GGUFLLM
 
     llm = GGUFLLM(
         Settings(llm_model="smollm2-135m-instruct", llm_context_tokens=1024, llm_threads=1, data_dir=tmp_path)

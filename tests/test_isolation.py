@@ -15,14 +15,14 @@ import pytest
 
 from events import ChatAnswer, ChatFeedback, ModelUpdated
 from services.client import QueryliftClient
-from services.common.llm.scripted import ScriptedLLM
-from services.common.settings import Settings
 from services.core.examples.embedder import get_embedder
 from services.core.examples.index_pgvector import PgVectorIndex
 from services.core.examples.selection import select_examples
 from services.core.examples.store import add_verified_example
 from services.core.projects import load_schema
 from services.generation.serving import ModelRouter
+from services.infra.llm.scripted import ScriptedLLM
+from services.infra.settings import Settings
 from services.query.register import register_project
 from services.training import registry
 from services.training.dataset import export_jsonl

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.llm.factory import build_llm
-from services.common.llm.gguf import GGUFLLM
-from services.common.llm.ollama import OllamaLLM
-from services.common.llm.openai_compat import OpenAICompatLLM
-from services.common.llm.scripted import ScriptedLLM, ScriptedNoMatch
-from services.common.settings import Settings
 from services.core.llm.base import AdapterRef, ChatMessage, ModelUnavailable
+from services.infra.llm.factory import build_llm
+from services.infra.llm.gguf import GGUFLLM
+from services.infra.llm.ollama import OllamaLLM
+from services.infra.llm.openai_compat import OpenAICompatLLM
+from services.infra.llm.scripted import ScriptedLLM, ScriptedNoMatch
+from services.infra.settings import Settings
 
 MESSAGES: list[ChatMessage] = [
     ChatMessage(role="system", content="You write SQLite SQL."),
@@ -278,7 +278,7 @@ def _sql_prompt(question: str, extra_column: bool = False) -> list[ChatMessage]:
 async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one(tmp_path: Path) -> None:
     """A project's system prompt is evaluated once and reused; answers do not depend on whether it was
     (prefix still in the model, restored from a saved state, or evaluated afresh)."""
-    from services.common.llm.gguf import unload_all
+    from services.infra.llm.gguf import unload_all
 
     def fresh() -> GGUFLLM:
         unload_all()  # a cold model: nothing evaluated, nothing saved
@@ -435,7 +435,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import sys
     import time
 
-    from services.common.llm.model_files import resolve_gguf
+    from services.infra.llm.model_files import resolve_gguf
 
     model = resolve_gguf("smollm2-135m-instruct", tmp_path_factory.mktemp("served"))
     with socket.socket() as s:
@@ -466,7 +466,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.mark.real_model
 async def test_openai_backend_against_a_real_llama_cpp_server(llama_server: str, tmp_path: Path) -> None:
-    from services.common.llm.openai_compat import OpenAICompatLLM
+    from services.infra.llm.openai_compat import OpenAICompatLLM
 
     llm = OpenAICompatLLM(
         Settings(llm_model="smollm2-135m-instruct", data_dir=tmp_path), base_url=f"{llama_server}/v1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from services.common.db import _migration_files
+from services.infra.db import _migration_files
 
 
 def test_every_migration_has_its_own_number() -> None:

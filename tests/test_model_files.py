@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.llm.model_files import (
+from services.infra.llm.model_files import (
     QWEN_CODER,
     ModelFileError,
     SplitModel,

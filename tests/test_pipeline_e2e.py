@@ -15,9 +15,9 @@ import pytest
 
 from events import ChatAnswer, ChatError, ChatFeedback, ChatQuestion, ErrorCode
 from services.client import QueryliftClient
-from services.common.consumer import MAX_EVENT_BYTES
-from services.common.llm.scripted import ScriptedLLM
-from services.common.settings import Settings
+from services.infra.consumer import MAX_EVENT_BYTES
+from services.infra.llm.scripted import ScriptedLLM
+from services.infra.settings import Settings
 from services.query.register import register_project
 from services.wiring import Overrides
 from tests.conftest import SAMPLE_DB, unique, wait_until

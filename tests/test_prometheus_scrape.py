@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from services.common import metrics
-from services.common.health_server import bound_port, start_health_server
+from services.infra import metrics
+from services.infra.health_server import bound_port, start_health_server
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(

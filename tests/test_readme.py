@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.common.settings_doc import replace_in_readme
+from services.infra.settings_doc import replace_in_readme
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -10,7 +10,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_settings_table_matches_settings() -> None:
     text = README.read_text()
     assert replace_in_readme(text) == text, (
-        "run: python -c 'from services.common.settings_doc import *' (see module)"
+        "run: python -c 'from services.infra.settings_doc import *' (see module)"
     )
 
 

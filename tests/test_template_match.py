@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from events import ContextExample
-from services.common.llm.scripted import ScriptedLLM
 from services.core.customer_db import CustomerDatabases
 from services.core.schema import Column, SchemaInfo, Table
 from services.core.template_match import adapt, adaptations
 from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, GenerationResult, generate_answer
+from services.infra.llm.scripted import ScriptedLLM
 
 BIGGEST = (
     "SELECT city_name FROM city WHERE population = (SELECT MAX(population) FROM city "

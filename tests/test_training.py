@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.common.llm.transformers_peft import AdapterMismatch, TransformersLLM
-from services.common.settings import Settings
 from services.core.llm.base import AdapterRef, ChatMessage
 from services.core.schema import Column, SchemaInfo, Table
+from services.infra.llm.transformers_peft import AdapterMismatch, TransformersLLM
+from services.infra.settings import Settings
 from services.training import registry
 from services.training.dataset import assistant_content, export_jsonl, load_dataset, split
 from services.training.evaluate import extract_sql, gate
@@ -251,7 +251,7 @@ async def test_dataset_uses_only_usable_examples_split_by_seed(world: World) -> 
 
 
 async def test_loss_is_masked_to_the_assistant_answer(world: World) -> None:
-    from services.common.llm.base_model import load_base_model
+    from services.infra.llm.base_model import load_base_model
 
     _, tokenizer = load_base_model(
         "smollm2-135m-instruct", cache_dir=world.settings.model_cache_dir, device="cpu"
@@ -563,7 +563,7 @@ async def test_cli_examples_export_and_models(
     import asyncio
 
     from services.cli.main import main
-    from services.common.settings import get_settings
+    from services.infra.settings import get_settings
 
     project = await _registry_project(world.pool, tmp_path)
     await registry.register_candidate(world.pool, project, base_model="m", adapter_path="/a/1", checksum=None)

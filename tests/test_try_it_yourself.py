@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from services.cli import exit_codes
-from services.common.embedded import free_port
+from services.infra.embedded import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from events import ContextExample
-from services.common.llm.scripted import ScriptedLLM
 from services.core.customer_db import CustomerDatabases, QueryResult, discover_schema
 from services.core.schema import SchemaInfo
 from services.generation.candidates import Candidate
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.voting import confidence, vote
+from services.infra.llm.scripted import ScriptedLLM
 
 RIGHT = "SELECT name FROM city WHERE population > 1000"
 SAME_RESULT = "SELECT name FROM city WHERE population >= 1001"

@@ -34,9 +34,6 @@ from bench.accuracy.report import write_results
 from bench.accuracy.scoring import Outcome, is_correct, summarize
 from bench.accuracy.strategies import Strategy, resolve
 from events import ContextExample
-from services.common.db import create_pool, migrate
-from services.common.embedded import EmbeddedPostgres
-from services.common.settings import Settings, get_settings
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, QueryFailed, QueryTimeout, SqlRefused
 from services.core.examples.embedder import get_embedder
@@ -51,6 +48,9 @@ from services.core.values import ValueIndex
 from services.feedback.learn import Learner
 from services.generation.pipeline import generate_answer
 from services.generation.serving import ModelRouter
+from services.infra.db import create_pool, migrate
+from services.infra.embedded import EmbeddedPostgres
+from services.infra.settings import Settings, get_settings
 from services.query.register import register_project
 from services.training.dataset import load_dataset
 from services.training.job import enriched

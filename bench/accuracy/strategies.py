@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.settings import Settings
 from services.core.prompt import PromptOptions
 from services.generation.pipeline import GenerationConfig
+from services.infra.settings import Settings
 from services.wiring import generation_config
 
 

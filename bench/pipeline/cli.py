@@ -9,9 +9,9 @@ from pathlib import Path
 
 from bench.pipeline.report import print_report
 from bench.pipeline.runner import PipelineOptions, run_pipeline_benchmark
-from services.common import event_loop
-from services.common.logging_setup import setup_logging
-from services.common.settings import Settings
+from services.infra import event_loop
+from services.infra.logging_setup import setup_logging
+from services.infra.settings import Settings
 
 
 def register_pipeline(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -34,7 +34,7 @@ from bench.pipeline.stack import (
 )
 from events import ChatAnswer, ChatQuestion
 from services.client import Outcome, QueryliftClient
-from services.common.settings import Settings
+from services.infra.settings import Settings
 from services.wiring import SERVICES
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import asyncpg
 
-from services.common.db import create_pool, migrate
-from services.common.embedded import EmbeddedBroker, EmbeddedPostgres
+from services.infra.db import create_pool, migrate
+from services.infra.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.query.register import register_project
 from services.wiring import SERVICES
 

@@ -2,7 +2,7 @@
 
 Run ``python deploy/grafana/build_dashboards.py`` after changing a panel; tests/test_deploy.py fails when the
 committed JSON differs from what this script builds, and when a query names a metric that
-services/common/metrics.py does not define.
+services/infra/metrics.py does not define.
 """
 
 from __future__ import annotations

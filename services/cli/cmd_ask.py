@@ -16,10 +16,10 @@ from rich.table import Table
 from events import ChatAnswer, ChatError, ErrorCode
 from services.cli import exit_codes
 from services.client import QueryliftClient
-from services.common.local_stack import NotRunning, connected_settings
-from services.common.settings import Settings, get_settings
 from services.console.review import confidence_words
 from services.generation.chart import render_chart_png
+from services.infra.local_stack import NotRunning, connected_settings
+from services.infra.settings import Settings, get_settings
 
 out = Console(soft_wrap=True)  # ids and paths stay on one line, for copying and scripts
 err = Console(stderr=True, soft_wrap=True)

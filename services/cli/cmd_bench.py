@@ -20,8 +20,8 @@ from bench.accuracy.merge import MergeError, merge_files
 from bench.accuracy.report import print_table
 from bench.accuracy.runner import AccuracyOptions, run_accuracy
 from bench.accuracy.strategies import DEFAULT_STRATEGIES, STRATEGIES
-from services.common.logging_setup import setup_logging
-from services.common.settings import get_settings
+from services.infra.logging_setup import setup_logging
+from services.infra.settings import get_settings
 
 Configure = Callable[[argparse.ArgumentParser], None]
 

@@ -9,12 +9,12 @@ import asyncio
 from rich.console import Console
 
 from services.cli import exit_codes
-from services.common.bus import Bus, ensure_topics
-from services.common.local_stack import NotRunning, connected_settings
-from services.common.runtime_db import open_pool
-from services.common.settings import Settings, get_settings
 from services.console.app import ConsoleDeps, create_app
 from services.console.security import Guard, binding_problem
+from services.infra.bus import Bus, ensure_topics
+from services.infra.local_stack import NotRunning, connected_settings
+from services.infra.runtime_db import open_pool
+from services.infra.settings import Settings, get_settings
 from services.wiring import build_databases
 
 console = Console(stderr=True, soft_wrap=True)

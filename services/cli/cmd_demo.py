@@ -13,12 +13,12 @@ from rich.console import Console
 
 from services.cli.cmd_up import Stack, running_stack
 from services.client import QueryliftClient
-from services.common.db import create_pool, migrate
-from services.common.llm.model_files import resolve_gguf
-from services.common.settings import Settings, get_settings
 from services.demo.session import ask_stream, load_questions, reset_project, sample_database, summary_table
 from services.demo.simulated_user import SimulatedUser
 from services.generation.chart import render_chart_png
+from services.infra.db import create_pool, migrate
+from services.infra.llm.model_files import resolve_gguf
+from services.infra.settings import Settings, get_settings
 from services.query.register import register_project
 
 # Piped output (CI logs, `| tee`) keeps whole lines rather than rich's 80-column default.

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from events import LOW_CONFIDENCE
-from services.common.runtime_db import open_pool
-from services.common.settings import get_settings
 from services.core.projects import load_project
 from services.feedback.store import review_queue
+from services.infra.runtime_db import open_pool
+from services.infra.settings import get_settings
 from services.training.dataset import NoSchema, export_jsonl
 
 console = Console()

@@ -14,11 +14,11 @@ from rich.table import Table
 
 from events import ChatFeedback
 from services.cli import exit_codes
-from services.common.bus import Bus
-from services.common.local_stack import NotRunning, connected_settings
-from services.common.runtime_db import open_pool
-from services.common.settings import Settings, get_settings
 from services.console.corrections import try_correction
+from services.infra.bus import Bus
+from services.infra.local_stack import NotRunning, connected_settings
+from services.infra.runtime_db import open_pool
+from services.infra.settings import Settings, get_settings
 from services.wiring import build_databases
 
 out = Console(soft_wrap=True)  # ids and paths stay on one line, for copying and scripts

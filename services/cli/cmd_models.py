@@ -10,9 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from services.common.bus import Bus
-from services.common.runtime_db import open_pool
-from services.common.settings import Settings, get_settings
+from services.infra.bus import Bus
+from services.infra.runtime_db import open_pool
+from services.infra.settings import Settings, get_settings
 from services.training import canary, registry
 from services.training.announce import serving_changed
 from services.training.export import export_merged

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from services.common.runtime_db import open_pool
-from services.common.settings import get_settings
 from services.core.projects import ProjectError, list_projects, load_project
+from services.infra.runtime_db import open_pool
+from services.infra.settings import get_settings
 from services.query.register import register_project
 from services.wiring import build_index
 

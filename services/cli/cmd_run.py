@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from services.common import event_loop
-from services.common.logging_setup import setup_logging
-from services.common.settings import get_settings
 from services.consumer_process import run_consumer
+from services.infra import event_loop
+from services.infra.logging_setup import setup_logging
+from services.infra.settings import get_settings
 from services.wiring import SERVICES
 
 

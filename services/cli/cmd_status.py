@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from services.common.embedded import dsn_for_socket
-from services.common.settings import get_settings
 from services.core.projects import projects_with_role_warnings
+from services.infra.embedded import dsn_for_socket
+from services.infra.settings import get_settings
 
 #: Pipeline order; ``querylift up`` gives consumer i the metrics port base + i.
 CONSUMER_ORDER = ("query", "retrieval", "generation", "feedback", "training")

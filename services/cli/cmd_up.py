@@ -16,11 +16,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from services.common import runtime_db
-from services.common.embedded import EmbeddedBroker
-from services.common.local_stack import LocalStack, clear_state, write_state
-from services.common.runtime_db import database_dsn
-from services.common.settings import Settings, get_settings
+from services.infra import runtime_db
+from services.infra.embedded import EmbeddedBroker
+from services.infra.local_stack import LocalStack, clear_state, write_state
+from services.infra.runtime_db import database_dsn
+from services.infra.settings import Settings, get_settings
 from services.wiring import SERVICES
 
 console = Console(stderr=True)

@@ -8,8 +8,6 @@ from typing import ClassVar
 import asyncpg
 
 from events import LOW_CONFIDENCE, ChatAnswer, ChatError, ChatFeedback, Event
-from services.common import metrics
-from services.common.consumer import BaseHandler
 from services.feedback.learn import Learner
 from services.feedback.store import (
     answer_row,
@@ -21,6 +19,8 @@ from services.feedback.store import (
     store_feedback,
 )
 from services.feedback.trigger import maybe_request_training
+from services.infra import metrics
+from services.infra.consumer import BaseHandler
 
 
 class FeedbackHandler(BaseHandler):

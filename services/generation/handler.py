@@ -19,9 +19,6 @@ from events import (
     QueryResolved,
     UsedExample,
 )
-from services.common import metrics
-from services.common.consumer import BaseHandler
-from services.common.errors import question_error
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, DatabaseUnavailable
 from services.core.llm.base import LLM, ModelUnavailable
@@ -29,6 +26,9 @@ from services.core.projects import ProjectCache, load_schema
 from services.generation.followups import suggest_followups
 from services.generation.pipeline import GenerationConfig, generate_answer
 from services.generation.serving import ModelRouter
+from services.infra import metrics
+from services.infra.consumer import BaseHandler
+from services.infra.errors import question_error
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 import asyncpg
 
 from events import ChatError, ChatQuestion, ErrorCode, Event, QueryResolved
-from services.common.consumer import BaseHandler
-from services.common.errors import question_error
 from services.core.projects import admit_question
+from services.infra.consumer import BaseHandler
+from services.infra.errors import question_error
 
 
 class QueryHandler(BaseHandler):

@@ -11,9 +11,6 @@ from typing import ClassVar
 import asyncpg
 
 from events import ContextReady, ErrorCode, Event, QueryResolved
-from services.common import metrics
-from services.common.consumer import BaseHandler
-from services.common.errors import question_error
 from services.core.column_values_store import ValueIndexes
 from services.core.examples.embedder import Embedder, embed_async
 from services.core.examples.fewshot import FewshotLibrary
@@ -21,6 +18,9 @@ from services.core.examples.index import VectorIndex
 from services.core.examples.masking import mask_question, retrieval_text
 from services.core.examples.selection import select_examples
 from services.core.projects import load_schema
+from services.infra import metrics
+from services.infra.consumer import BaseHandler
+from services.infra.errors import question_error
 
 
 class RetrievalHandler(BaseHandler):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.llm.base_model import load_base_model
+from services.infra.llm.base_model import load_base_model
 
 # Ollama's Go template for ChatML, the chat format of both supported base models (SmolLM2, Qwen2.5).
 _CHATML_TEMPLATE = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"

@@ -12,11 +12,11 @@ from typing import ClassVar
 import asyncpg
 
 from events import ChatFeedback, Event, ModelUpdated, TrainingRequested, TrainingStatus
-from services.common import metrics
-from services.common.consumer import BaseHandler
-from services.common.settings import Settings
 from services.core.customer_db import CustomerDatabases
 from services.core.llm.base import LLM
+from services.infra import metrics
+from services.infra.consumer import BaseHandler
+from services.infra.settings import Settings
 from services.training import canary, registry
 from services.training.announce import serving_changed
 from services.training.job import run_training_job

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import asyncpg
 
-from services.common.settings import Settings
 from services.core.column_values_store import ValueIndexes
 from services.core.llm.base import LLM
 from services.core.projects import load_project
+from services.infra.settings import Settings
 from services.training import registry
 from services.training.dataset import ProjectDataset, Render, load_dataset, mark_trained
 from services.training.enrich import EnrichOptions, enrich

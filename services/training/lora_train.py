@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from services.common.llm.base_model import load_base_model, pick_device, resolve_base_model
-from services.common.settings import Settings
+from services.infra.llm.base_model import load_base_model, pick_device, resolve_base_model
+from services.infra.settings import Settings
 from services.training.gguf_lora import GGUF_LORA_FILE, export_gguf_lora
 
 log = logging.getLogger(__name__)

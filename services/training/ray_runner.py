@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.settings import Settings
+from services.infra.settings import Settings
 from services.training.lora_train import train_lora
 
 log = logging.getLogger(__name__)

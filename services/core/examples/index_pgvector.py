@@ -38,7 +38,7 @@ class PgVectorIndex:
         if k <= 0:
             return []
         # Complete results rely on iterative HNSW scans, set for every session of the pool
-        # (services.common.db.SESSION_SETTINGS).
+        # (services.infra.db.SESSION_SETTINGS).
         return [
             (example.id, similarity)
             for example, similarity in await self.search_examples(project_id, vector, k)

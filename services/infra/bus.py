@@ -12,7 +12,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from events import EVENT_TYPES, DeadLetter, Event
-from services.common.metrics import EVENTS_PRODUCED, LabelledChildren
+from services.infra.metrics import EVENTS_PRODUCED, LabelledChildren
 
 log = logging.getLogger(__name__)
 

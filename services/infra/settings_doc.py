@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices
 
-from services.common.settings import Settings
+from services.infra.settings import Settings
 
 
 def env_names(field_name: str) -> list[str]:

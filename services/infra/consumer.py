@@ -44,11 +44,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from events import DeadLetter, Event
 from events.dead_letter import DeadLetterReason
-from services.common.bus import Bus
-from services.common.dead_letters import DeadLetters
-from services.common.event_parsing import MAX_EVENT_BYTES, Rejected, parse_event
-from services.common.keyed_scheduler import KeyedScheduler
-from services.common.metrics import (
+from services.infra.bus import Bus
+from services.infra.dead_letters import DeadLetters
+from services.infra.event_parsing import MAX_EVENT_BYTES, Rejected, parse_event
+from services.infra.keyed_scheduler import KeyedScheduler
+from services.infra.metrics import (
     CONSUMER_LAG,
     EVENTS_CONSUMED,
     EVENTS_DUPLICATE,
@@ -56,9 +56,9 @@ from services.common.metrics import (
     UP,
     LabelledChildren,
 )
-from services.common.outcomes import AlreadyDone, Failed, Handled, Invalid, Outcome, Republish
-from services.common.processed_events import EncodedOutput, ProcessedEvents, StoredOutput, revive
-from services.common.settings import Settings
+from services.infra.outcomes import AlreadyDone, Failed, Handled, Invalid, Outcome, Republish
+from services.infra.processed_events import EncodedOutput, ProcessedEvents, StoredOutput, revive
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

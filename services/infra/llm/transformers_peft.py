@@ -23,8 +23,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from services.common.llm.base_model import load_base_model
-from services.common.settings import Settings
 from services.core.llm.base import (
     AdapterMismatch,
     AdapterRef,
@@ -32,6 +30,8 @@ from services.core.llm.base import (
     Completion,
     ModelUnavailable,
 )
+from services.infra.llm.base_model import load_base_model
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 
-from services.common.settings import Settings
 from services.core.llm.base import (
     AdapterRef,
     ChatMessage,
@@ -19,6 +18,7 @@ from services.core.llm.base import (
     ModelUnavailable,
     estimate_tokens,
 )
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from services.common.settings import Settings
+from services.infra.settings import Settings
 
 STATE_FILE = "running.json"
 

@@ -52,7 +52,7 @@ async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asy
 
 
 def _migration_files() -> list[tuple[int, str, str]]:
-    folder = resources.files("services.common").joinpath("migrations")
+    folder = resources.files("services.infra").joinpath("migrations")
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from events import Event
 from events.dead_letter import DeadLetterReason
-from services.common.processed_events import StoredOutput
+from services.infra.processed_events import StoredOutput
 
 
 @dataclass(frozen=True, slots=True)

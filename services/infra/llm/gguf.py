@@ -25,15 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.llm.llama_decode import (
-    Decoded,
-    DecodeOptions,
-    DecodeReport,
-    LlamaDecoder,
-    PrefixStates,
-)
-from services.common.llm.model_files import ModelFileError, resolve_gguf
-from services.common.settings import Settings
 from services.core.llm.base import (
     GGUF_LORA_FILE,
     AdapterMismatch,
@@ -42,6 +33,15 @@ from services.core.llm.base import (
     Completion,
     ModelUnavailable,
 )
+from services.infra.llm.llama_decode import (
+    Decoded,
+    DecodeOptions,
+    DecodeReport,
+    LlamaDecoder,
+    PrefixStates,
+)
+from services.infra.llm.model_files import ModelFileError, resolve_gguf
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

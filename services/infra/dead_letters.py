@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord
 
 from events import DeadLetter
 from events.dead_letter import DeadLetterReason
-from services.common.metrics import DEAD_LETTERS, EVENTS_FAILED
+from services.infra.metrics import DEAD_LETTERS, EVENTS_FAILED
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.common.db import create_pool, migrate
-from services.common.embedded import EmbeddedPostgres
-from services.common.settings import Settings
+from services.infra.db import create_pool, migrate
+from services.infra.embedded import EmbeddedPostgres
+from services.infra.settings import Settings
 
 _embedded: EmbeddedPostgres | None = None
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from services.common.llm.gguf import GGUFLLM
-from services.common.llm.ollama import OllamaLLM
-from services.common.llm.openai_compat import OpenAICompatLLM
-from services.common.llm.scripted import ScriptedLLM
-from services.common.llm.transformers_peft import TransformersLLM
-from services.common.settings import Settings
 from services.core.llm.base import LLM
+from services.infra.llm.gguf import GGUFLLM
+from services.infra.llm.ollama import OllamaLLM
+from services.infra.llm.openai_compat import OpenAICompatLLM
+from services.infra.llm.scripted import ScriptedLLM
+from services.infra.llm.transformers_peft import TransformersLLM
+from services.infra.settings import Settings
 
 
 def build_llm(settings: Settings) -> LLM:
