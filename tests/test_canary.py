@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 
 from events import ChatFeedback, ModelUpdated
+from services.core import model_registry as registry
 from services.infra.settings import Settings
-from services.training import canary, registry
+from services.training import canary
 from services.training.handler import TrainingHandler
 
 

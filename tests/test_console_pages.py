@@ -18,10 +18,10 @@ from starlette.routing import Route
 from events import ChartSpec, ChatAnswer, ChatFeedback, ChatQuestion, Event, ModelUpdated
 from services.console.app import ConsoleDeps, create_app
 from services.console.security import Guard, binding_problem
+from services.core import model_registry as registry
+from services.core.answers import store_answer, store_answer_details
 from services.core.customer_db import CustomerDatabases
-from services.feedback.store import store_answer, store_answer_details
 from services.query.register import register_project
-from services.training import registry
 from tests.conftest import SAMPLE_DB, unique
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from events import ChatAnswer, ChatFeedback, ModelUpdated
 from services.client import QueryliftClient
+from services.core import model_registry as registry
 from services.core.examples.embedder import get_embedder
 from services.core.examples.index_pgvector import PgVectorIndex
 from services.core.examples.selection import select_examples
@@ -24,7 +25,6 @@ from services.generation.serving import ModelRouter
 from services.infra.llm.scripted import ScriptedLLM
 from services.infra.settings import Settings
 from services.query.register import register_project
-from services.training import registry
 from services.training.dataset import export_jsonl
 from services.wiring import Overrides
 from tests.conftest import SAMPLE_DB, unique, wait_until

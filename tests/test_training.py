@@ -17,11 +17,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.core import model_registry as registry
 from services.core.llm.base import AdapterRef, ChatMessage
 from services.core.schema import Column, SchemaInfo, Table
 from services.infra.llm.transformers_peft import AdapterMismatch, TransformersLLM
 from services.infra.settings import Settings
-from services.training import registry
 from services.training.dataset import assistant_content, export_jsonl, load_dataset, split
 from services.training.evaluate import extract_sql, gate
 from services.training.job import TrainingOutcome, run_training_job

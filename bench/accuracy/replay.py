@@ -15,9 +15,15 @@ import asyncpg
 
 from bench.accuracy.data import HistoryItem
 from events import ChatAnswer, ChatFeedback
+from services.core.answers import (
+    answer_row,
+    delete_answers,
+    feedback_for_answer,
+    store_answer,
+    store_feedback,
+)
 from services.core.projects import delete_project
 from services.feedback.learn import Learner
-from services.feedback.store import answer_row, feedback_for_answer, store_answer, store_feedback
 
 _NAMESPACE = uuid.UUID("6f0d2a51-3c4e-4b8a-9e1d-2f7c5a9b0e47")
 
@@ -37,7 +43,7 @@ def _id(project_id: str, item: HistoryItem, kind: str) -> uuid.UUID:
 
 async def reset_project(pool: asyncpg.Pool, project_id: str) -> None:
     """Forget everything a previous run stored for the project (its rows cascade from the project)."""
-    await pool.execute("DELETE FROM answers WHERE project_id = $1", project_id)
+    await delete_answers(pool, project_id)
     await delete_project(pool, project_id)
 
 

@@ -41,6 +41,7 @@ from services.core.examples.fewshot import FewshotLibrary
 from services.core.examples.selection import select_examples
 from services.core.examples.store import count_usable
 from services.core.llm.base import LLM, AdapterRef, ModelUnavailable
+from services.core.model_registry import promote, register_candidate
 from services.core.projects import load_project
 from services.core.prompt import build_prompt
 from services.core.schema import SchemaInfo
@@ -55,7 +56,6 @@ from services.query.register import register_project
 from services.training.dataset import load_dataset
 from services.training.job import enriched
 from services.training.lora_train import adapter_path, make_config, train_lora
-from services.training.registry import promote, register_candidate
 from services.wiring import build_databases, build_index, build_llm
 
 log = logging.getLogger(__name__)

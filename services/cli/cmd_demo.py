@@ -13,6 +13,7 @@ from rich.console import Console
 
 from services.cli.cmd_up import Stack, running_stack
 from services.client import QueryliftClient
+from services.core import model_registry
 from services.demo.session import ask_stream, load_questions, reset_project, sample_database, summary_table
 from services.demo.simulated_user import SimulatedUser
 from services.generation.chart import render_chart_png
@@ -112,22 +113,23 @@ async def _session(settings: Settings, stack: object, args: argparse.Namespace) 
     return 0
 
 
-async def _training_outcome(pool: object, wait_s: float) -> None:
-
-    assert isinstance(pool, asyncpg.Pool)
+async def _training_outcome(pool: asyncpg.Pool, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
-    job = await pool.fetchrow(
-        "SELECT * FROM training_jobs WHERE project_id = 'bikeshop' ORDER BY requested_at LIMIT 1"
-    )
+    job = await model_registry.first_job(pool, "bikeshop")
     if job is None:
         console.print("No training job was requested (the threshold of verified examples was not reached).")
         return
     with console.status("LoRA training job on Ray…"):
-        while job["status"] in ("requested", "submitted", "running") and time.monotonic() < deadline:
+        while (
+            job is not None
+            and job.status in ("requested", "submitted", "running")
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(3)
-            job = await pool.fetchrow("SELECT * FROM training_jobs WHERE id = $1", job["id"])
-    console.print(f"Training job {job['id']}: {job['status']} {job['error'] or ''}")
-    for row in await pool.fetch(
-        "SELECT version, status, base_model, metrics FROM model_versions WHERE project_id = 'bikeshop' ORDER BY version"
-    ):
-        console.print(f"  adapter v{row['version']} on {row['base_model']}: {row['status']} {row['metrics']}")
+            job = await model_registry.get_job(pool, job.id)
+    if job is not None:
+        console.print(f"Training job {job.id}: {job.status} {job.error or ''}")
+    for version in await model_registry.list_versions(pool, "bikeshop"):
+        console.print(
+            f"  adapter v{version.version} on {version.base_model}: {version.status} {version.metrics}"
+        )

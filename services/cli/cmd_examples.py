@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from events import LOW_CONFIDENCE
+from services.core.answers import review_queue
 from services.core.projects import load_project
-from services.feedback.store import review_queue
 from services.infra.runtime_db import open_pool
 from services.infra.settings import get_settings
 from services.training.dataset import NoSchema, export_jsonl

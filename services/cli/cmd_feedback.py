@@ -15,8 +15,11 @@ from rich.table import Table
 from events import ChatFeedback
 from services.cli import exit_codes
 from services.console.corrections import try_correction
+from services.core.answers import answer_project
+from services.core.examples.store import example_for_answer
 from services.infra.bus import Bus
 from services.infra.local_stack import NotRunning, connected_settings
+from services.infra.processed_events import ProcessedEvents
 from services.infra.runtime_db import open_pool
 from services.infra.settings import Settings, get_settings
 from services.wiring import build_databases
@@ -64,9 +67,9 @@ async def _answer_project(pool: asyncpg.Pool, answer_id: uuid.UUID) -> str | Non
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ANSWER_WAIT_S
     while True:
-        project = await pool.fetchval("SELECT project_id FROM answers WHERE id = $1", answer_id)
+        project = await answer_project(pool, answer_id)
         if project is not None or loop.time() > deadline:
-            return str(project) if project is not None else None
+            return project
         await asyncio.sleep(0.2)
 
 
@@ -77,19 +80,14 @@ async def _learned(
     deadline = loop.time() + LEARN_WAIT_S
     while loop.time() < deadline:
         # The feedback consumer records an event as processed once it has learned from it.
-        if await pool.fetchval(
-            "SELECT 1 FROM processed_events WHERE consumer = 'feedback' AND event_id = $1", feedback_id
-        ):
-            example = await pool.fetchrow(
-                "SELECT verified, rated_down FROM examples WHERE project_id = $1 AND answer_id = $2",
-                project_id,
-                answer_id,
-            )
+        if feedback_id in await ProcessedEvents(pool, "feedback").already_done([feedback_id]):
+            example = await example_for_answer(pool, project_id, answer_id)
             if example is None:
                 return "stored (no example: the answer was neither verified nor corrected)"
-            if example["rated_down"]:
+            verified, rated_down = example
+            if rated_down:
                 return "stored; the answer is rated down and never retrieved"
-            if example["verified"]:
+            if verified:
                 return "stored; the example is verified and retrieved for similar questions from now on"
         await asyncio.sleep(0.2)
     return None

@@ -10,10 +10,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from services.core import model_registry as registry
 from services.infra.bus import Bus
 from services.infra.runtime_db import open_pool
 from services.infra.settings import Settings, get_settings
-from services.training import canary, registry
+from services.training import canary
 from services.training.announce import serving_changed
 from services.training.export import export_merged
 

@@ -36,10 +36,10 @@ from services.console.corrections import CorrectionTrial, try_correction
 from services.console.learning_chart import render_learning_png
 from services.console.review import PATTERN_LABELS, PATTERN_STATUSES, confidence_words
 from services.console.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Guard
+from services.core import model_registry as registry
 from services.core.customer_db import CustomerDatabases
 from services.core.projects import Project, list_projects, load_project
 from services.generation.chart import render_chart_png
-from services.training import registry
 from services.training.announce import serving_changed
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ from typing import ClassVar
 import asyncpg
 
 from events import LOW_CONFIDENCE, ChatAnswer, ChatError, ChatFeedback, Event
-from services.feedback.learn import Learner
-from services.feedback.store import (
+from services.core.answers import (
     answer_row,
     feedback_for_answer,
     review_queue_size,
@@ -18,6 +17,7 @@ from services.feedback.store import (
     store_error,
     store_feedback,
 )
+from services.feedback.learn import Learner
 from services.feedback.trigger import maybe_request_training
 from services.infra import metrics
 from services.infra.consumer import BaseHandler

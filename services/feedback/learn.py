@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from services.core.answers import record_correction_checked
 from services.core.customer_db import (
     CustomerDatabases,
     DatabaseUnavailable,
@@ -57,9 +58,7 @@ class Learner:
             # Stored in the dialect's canonical form, so the model never learns a style the check refuses.
             corrected = canonical_example_sql(feedback["corrected_sql"], schema)
             ok = await self._correction_runs(project.database_url, corrected, schema)
-            await self.pool.execute(
-                "UPDATE feedback SET corrected_sql_ok = $2 WHERE id = $1", feedback["id"], ok
-            )
+            await record_correction_checked(self.pool, feedback["id"], ok)
             if not ok:
                 # An unverifiable correction still tells us the answer was wrong.
                 await mark_rated_down(self.pool, self.index, project_id, answer["id"])

@@ -12,6 +12,7 @@ from typing import Literal
 import asyncpg
 
 from events import ModelUpdated
+from services.core import model_registry
 from services.core.llm.base import LLM, AdapterRef, ChatMessage, Completion
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,10 @@ class ModelRouter:
     async def _load(self, project_id: str) -> ProjectModels:
         models = ProjectModels()
         if self.pool is not None:
-            rows = await self.pool.fetch(
-                "SELECT m.version, m.adapter_path, m.status, p.canary_share FROM model_versions m"
-                " JOIN projects p ON p.id = m.project_id"
-                " WHERE m.project_id = $1 AND m.status IN ('active', 'canary') AND m.adapter_path IS NOT NULL",
-                project_id,
-            )
-            for r in rows:
-                ref = AdapterRef(project_id=project_id, version=r["version"], path=r["adapter_path"])
-                if r["status"] == "active":
-                    models.active = ref
-                else:
-                    models.canary, models.canary_share = ref, float(r["canary_share"])
+            state = await model_registry.active_and_canary(self.pool, project_id)
+            models.active = state.active.adapter_ref() if state.active else None
+            models.canary = state.canary.adapter_ref() if state.canary else None
+            models.canary_share = state.canary_share if models.canary else 0.0
         self._projects[project_id] = models
         return models
 

@@ -4,7 +4,7 @@ rollback (``querylift models`` and the review console send the same one)."""
 from __future__ import annotations
 
 from events import ModelUpdated
-from services.training.registry import ModelVersion
+from services.core.model_registry import ModelVersion
 
 
 def serving_changed(project_id: str, version: ModelVersion | None, default_base_model: str) -> ModelUpdated:

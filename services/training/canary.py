@@ -15,26 +15,10 @@ from typing import Literal
 
 import asyncpg
 
-from services.training import registry
+from services.core import model_registry as registry
+from services.core.answers import arm_ratings
 
 Arm = Literal["control", "candidate"]
-
-_FIGURES = """
-WITH latest AS (
-    SELECT DISTINCT ON (f.answer_id) f.answer_id, f.thumbs, f.rating, f.corrected_sql
-    FROM feedback f WHERE f.project_id = $1
-    ORDER BY f.answer_id, f.created_at DESC
-)
-SELECT a.arm,
-       count(*) AS answers,
-       count(l.answer_id) AS rated,
-       count(*) FILTER (WHERE l.thumbs = 'up' OR l.rating >= 4) AS good,
-       count(*) FILTER (WHERE l.thumbs = 'down' OR l.rating <= 2 OR l.corrected_sql IS NOT NULL) AS bad
-FROM answers a LEFT JOIN latest l ON l.answer_id = a.id
-WHERE a.project_id = $1 AND a.created_at >= $2
-  AND (a.arm = 'control' OR (a.arm = 'candidate' AND a.adapter_version = $3))
-GROUP BY a.arm
-"""
 
 
 @dataclass(frozen=True)
@@ -101,7 +85,7 @@ def _since(version: registry.ModelVersion) -> dt.datetime:
 async def figures(
     pool: asyncpg.Pool, project_id: str, version: registry.ModelVersion
 ) -> dict[Arm, ArmFigures]:
-    rows = await pool.fetch(_FIGURES, project_id, _since(version), version.version)
+    rows = await arm_ratings(pool, project_id, since=_since(version), candidate_version=version.version)
     found: dict[Arm, ArmFigures] = {"control": ArmFigures("control"), "candidate": ArmFigures("candidate")}
     for row in rows:
         arm: Arm = row["arm"]

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import asyncpg
 
 from events.internal import ContextExample
+from services.core.examples import store
 from services.core.llm.base import ChatMessage
 from services.core.projects import current_schema
 from services.core.prompt import PromptOptions, build_prompt
@@ -127,13 +128,10 @@ def split(
 
 
 async def load_examples(pool: asyncpg.Pool, project_id: str) -> list[TrainingExample]:
-    rows = await pool.fetch(
-        "SELECT id, question, sql FROM examples"
-        " WHERE project_id = $1 AND verified AND NOT stale AND NOT rated_down"
-        " ORDER BY created_at, id",
-        project_id,
-    )
-    return [TrainingExample(id=r["id"], question=r["question"], sql=r["sql"]) for r in rows]
+    return [
+        TrainingExample(id=id_, question=question, sql=sql)
+        for id_, question, sql in await store.usable_pairs(pool, project_id)
+    ]
 
 
 async def load_schema(pool: asyncpg.Pool, project_id: str) -> SchemaInfo:
@@ -177,9 +175,4 @@ async def mark_trained(
     pool: asyncpg.Pool, project_id: str, example_ids: list[uuid.UUID], version: int
 ) -> None:
     """Remember which model version learnt each example (the trigger counts the examples added since)."""
-    await pool.execute(
-        "UPDATE examples SET trained_in_version = $3, updated_at = now() WHERE project_id = $1 AND id = ANY($2)",
-        project_id,
-        example_ids,
-        version,
-    )
+    await store.mark_trained(pool, project_id, example_ids, version)

@@ -12,12 +12,13 @@ from typing import ClassVar
 import asyncpg
 
 from events import ChatFeedback, Event, ModelUpdated, TrainingRequested, TrainingStatus
+from services.core import model_registry as registry
 from services.core.customer_db import CustomerDatabases
 from services.core.llm.base import LLM
 from services.infra import metrics
 from services.infra.consumer import BaseHandler
 from services.infra.settings import Settings
-from services.training import canary, registry
+from services.training import canary
 from services.training.announce import serving_changed
 from services.training.job import run_training_job
 from services.training.ray_runner import RayTrainingRunner

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import asyncpg
 
+from services.core import model_registry as registry
 from services.core.column_values_store import ValueIndexes
 from services.core.llm.base import LLM
 from services.core.projects import load_project
 from services.infra.settings import Settings
-from services.training import registry
 from services.training.dataset import ProjectDataset, Render, load_dataset, mark_trained
 from services.training.enrich import EnrichOptions, enrich
 from services.training.evaluate import Evaluator, Executor, gate

@@ -433,3 +433,56 @@ async def load_usable(
         r["id"]: StoredExample(r["id"], r["question"], r["sql"], r["sql_skeleton"] or "", float(r["quality"]))
         for r in rows
     }
+
+
+async def example_for_answer(
+    pool: asyncpg.Pool, project_id: str, answer_id: uuid.UUID
+) -> tuple[bool, bool] | None:
+    """(verified, rated down) of the example learned from an answer; None when none was."""
+    row = await pool.fetchrow(
+        "SELECT verified, rated_down FROM examples WHERE project_id = $1 AND answer_id = $2",
+        project_id,
+        answer_id,
+    )
+    return (bool(row["verified"]), bool(row["rated_down"])) if row else None
+
+
+async def usable_pairs(pool: asyncpg.Pool, project_id: str) -> list[tuple[uuid.UUID, str, str]]:
+    """(id, question, SQL) of the project's usable examples (verified, not stale, not rated down), oldest first."""
+    rows = await pool.fetch(
+        "SELECT id, question, sql FROM examples"
+        " WHERE project_id = $1 AND verified AND NOT stale AND NOT rated_down"
+        " ORDER BY created_at, id",
+        project_id,
+    )
+    return [(r["id"], r["question"], r["sql"]) for r in rows]
+
+
+async def mark_trained(
+    pool: asyncpg.Pool, project_id: str, example_ids: list[uuid.UUID], version: int
+) -> None:
+    await pool.execute(
+        "UPDATE examples SET trained_in_version = $3, updated_at = now() WHERE project_id = $1 AND id = ANY($2)",
+        project_id,
+        example_ids,
+        version,
+    )
+
+
+# Joins the training jobs (model registry's table) only to find when the last training was asked for.
+_USABLE_SINCE_TRAINING = """
+SELECT count(*) FILTER (WHERE e.created_at > coalesce(last.requested_at, '-infinity')) AS new,
+       count(*) AS total
+FROM examples e
+LEFT JOIN LATERAL (
+    SELECT max(requested_at) AS requested_at FROM training_jobs
+    WHERE project_id = $1 AND status <> 'failed' AND status <> 'cancelled'
+) last ON true
+WHERE e.project_id = $1 AND e.verified AND NOT e.stale AND NOT e.rated_down
+"""
+
+
+async def usable_since_last_training(pool: asyncpg.Pool, project_id: str) -> tuple[int, int]:
+    """(usable examples added since the last training request that did not fail, all usable examples)."""
+    row = await pool.fetchrow(_USABLE_SINCE_TRAINING, project_id)
+    return (int(row["new"]), int(row["total"])) if row else (0, 0)

@@ -382,3 +382,25 @@ async def finish_job(
 async def get_job(pool: asyncpg.Pool, job_id: uuid.UUID) -> TrainingJob | None:
     row = await pool.fetchrow("SELECT * FROM training_jobs WHERE id = $1", job_id)
     return _job(row) if row else None
+
+
+async def claim_requested_job(
+    pool: asyncpg.Pool, job_id: uuid.UUID, project_id: str, examples_count: int
+) -> bool:
+    """Takes the project's single open-job slot (a unique partial index) for a requested job; False when
+    another job of the project is open."""
+    inserted = await pool.fetchval(
+        "INSERT INTO training_jobs (id, project_id, status, examples_count) VALUES ($1, $2, 'requested', $3)"
+        " ON CONFLICT DO NOTHING RETURNING id",
+        job_id,
+        project_id,
+        examples_count,
+    )
+    return inserted is not None
+
+
+async def first_job(pool: asyncpg.Pool, project_id: str) -> TrainingJob | None:
+    row = await pool.fetchrow(
+        "SELECT * FROM training_jobs WHERE project_id = $1 ORDER BY requested_at LIMIT 1", project_id
+    )
+    return _job(row) if row else None

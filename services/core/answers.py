@@ -1,6 +1,10 @@
-"""Answers, errors and feedback in the system of record (every insert is idempotent on its event id)."""
+"""The ``answers``, ``answer_details`` and ``feedback`` tables: answers, errors and feedback in the system of
+record (every insert is idempotent on its event id), and the reads other modules make of them."""
 
 from __future__ import annotations
+
+import datetime as dt
+import uuid
 
 import asyncpg
 
@@ -135,3 +139,45 @@ async def store_answer_details(pool: asyncpg.Pool, answer: ChatAnswer) -> None:
         answer.attempts,
         answer.suggestions,
     )
+
+
+_ARM_RATINGS = """
+WITH latest AS (
+    SELECT DISTINCT ON (f.answer_id) f.answer_id, f.thumbs, f.rating, f.corrected_sql
+    FROM feedback f WHERE f.project_id = $1
+    ORDER BY f.answer_id, f.created_at DESC
+)
+SELECT a.arm,
+       count(*) AS answers,
+       count(l.answer_id) AS rated,
+       count(*) FILTER (WHERE l.thumbs = 'up' OR l.rating >= 4) AS good,
+       count(*) FILTER (WHERE l.thumbs = 'down' OR l.rating <= 2 OR l.corrected_sql IS NOT NULL) AS bad
+FROM answers a LEFT JOIN latest l ON l.answer_id = a.id
+WHERE a.project_id = $1 AND a.created_at >= $2
+  AND (a.arm = 'control' OR (a.arm = 'candidate' AND a.adapter_version = $3))
+GROUP BY a.arm
+"""
+
+
+async def arm_ratings(
+    pool: asyncpg.Pool, project_id: str, *, since: dt.datetime, candidate_version: int
+) -> list[asyncpg.Record]:
+    """Per arm since ``since`` (control, and the candidate of that version): answers, rated, good and bad,
+    each answer judged by its latest feedback."""
+    return list(await pool.fetch(_ARM_RATINGS, project_id, since, candidate_version))
+
+
+async def answer_project(pool: asyncpg.Pool, answer_id: uuid.UUID) -> str | None:
+    """The project an answer belongs to; None while it is not recorded (or never was)."""
+    project = await pool.fetchval("SELECT project_id FROM answers WHERE id = $1", answer_id)
+    return str(project) if project is not None else None
+
+
+async def record_correction_checked(pool: asyncpg.Pool, feedback_id: uuid.UUID, ok: bool) -> None:
+    """Whether a feedback's corrected SQL passed the check and ran (the learner tried it)."""
+    await pool.execute("UPDATE feedback SET corrected_sql_ok = $2 WHERE id = $1", feedback_id, ok)
+
+
+async def delete_answers(pool: asyncpg.Pool, project_id: str) -> None:
+    """A project's answers with their details and feedback (they cascade from the answer)."""
+    await pool.execute("DELETE FROM answers WHERE project_id = $1", project_id)
