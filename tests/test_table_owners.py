@@ -32,11 +32,23 @@ OWNERS: dict[str, str] = {
 #: (table, module) → why that module's SQL names a table it does not own.
 ALSO: dict[tuple[str, str], str] = {
     ("projects", "services/core/answers.py"): "inserts only for a known project (EXISTS on projects)",
-    ("messages", "services/core/projects.py"): "ingress: project, question recorded and history in one round trip",
-    ("answers", "services/core/projects.py"): "ingress: the conversation's last answers in the same round trip",
+    (
+        "messages",
+        "services/core/projects.py",
+    ): "ingress: project, question recorded and history in one round trip",
+    (
+        "answers",
+        "services/core/projects.py",
+    ): "ingress: the conversation's last answers in the same round trip",
     ("training_jobs", "services/core/examples/store.py"): "examples since the last training request (a join)",
-    ("examples", "services/core/examples/index_pgvector.py"): "the pgvector index is the examples' embedding column",
-    ("messages", "services/console/queries.py"): "the console's read model (pages, review queue, learning chart)",
+    (
+        "examples",
+        "services/core/examples/index_pgvector.py",
+    ): "the pgvector index is the examples' embedding column",
+    (
+        "messages",
+        "services/console/queries.py",
+    ): "the console's read model (pages, review queue, learning chart)",
     ("answers", "services/console/queries.py"): "the console's read model",
     ("answer_details", "services/console/queries.py"): "the console's read model",
     ("feedback", "services/console/queries.py"): "the console's read model",
