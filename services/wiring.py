@@ -79,6 +79,7 @@ def generation_config(settings: Settings) -> GenerationConfig:
         value_templates=settings.value_templates,
         vote_candidates=settings.vote_candidates,
         repair_rounds=settings.repair_rounds,
+        repair_runaways=settings.repair_runaways,
         budget_tokens=settings.prompt_token_budget,
         max_tokens=settings.llm_max_tokens,
         timeout_s=settings.sql_timeout_s,

@@ -36,6 +36,8 @@ class Candidate:
     fixed: list[str] = field(default_factory=list)
     #: Literals compared with columns that hold no such value (for a repair round).
     value_problems: list[LiteralProblem] = field(default_factory=list)
+    #: It ran into the statement time limit (outcome "failed").
+    timed_out: bool = False
 
     @property
     def schema_valid(self) -> bool:
@@ -102,7 +104,14 @@ async def run_candidate(
     try:
         result = await databases.run(database_url, check.checked, timeout_s=timeout_s, row_limit=row_limit)
     except (QueryFailed, QueryTimeout) as exc:
-        return Candidate(check.checked.text, "failed", str(exc), check, fixed=fixed + value_fixes)
+        return Candidate(
+            check.checked.text,
+            "failed",
+            str(exc),
+            check,
+            fixed=fixed + value_fixes,
+            timed_out=isinstance(exc, QueryTimeout),
+        )
     finally:
         _spent(timings, "execute", started)
     return Candidate(

@@ -70,6 +70,10 @@ class GenerationConfig:
     #: columns (needs the value index; services.core.value_templates), when the strict template match fails.
     value_templates: bool = False
     value_template_min_score: float = 0.75
+    #: Spend a repair round on a reply that was cut off (it looped or reached max_tokens) or on SQL that ran
+    #: into the time limit. Off: the same model with the same prompt tends to loop again or keep the same
+    #: joins, and such a round costs a second decode or a second time limit.
+    repair_runaways: bool = False
 
 
 #: GenerationResult.model of an answer whose SQL came from a verified example.
@@ -195,6 +199,8 @@ async def generate_answer(
         out.sql = sql
         candidate = await run.candidate(sql)
         final = candidate
+        if not config.repair_runaways and (completion.runaway or candidate.timed_out):
+            rounds_left = 0
         out.sql = candidate.sql or sql
         out.schema_valid = candidate.schema_valid
         if candidate.outcome == "refused":

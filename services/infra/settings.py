@@ -139,6 +139,10 @@ class Settings(BaseSettings):
         description="gguf: prompt-lookup decoding, tokens proposed from the prompt per step and checked in one "
         "batch (0: off; measured slower on 2 CPU cores, see bench/README.md).",
     )
+    llm_stop_on_loop: bool = Field(
+        True,
+        description="gguf: stop decoding a reply that repeats itself (the same text, numbers aside, five times).",
+    )
     scripted_latency_ms: float = Field(
         0.0, ge=0, description="llm_backend=scripted: simulated model latency per call (benchmarks, tests)."
     )
@@ -175,6 +179,11 @@ class Settings(BaseSettings):
     )
     preview_rows: int = Field(20, ge=0, description="Rows included in chat.answer.")
     repair_rounds: int = Field(1, ge=0, description="Repair rounds after a failed static check or execution.")
+    repair_runaways: bool = Field(
+        False,
+        description="Also spend a repair round on a reply that was cut off (it looped or reached the token "
+        "limit) or on SQL that ran into the time limit (off: such rounds are rarely right and cost most).",
+    )
     vote_candidates: int = Field(
         1,
         ge=1,

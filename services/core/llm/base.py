@@ -37,6 +37,8 @@ class Completion:
     alternatives: list[str] = field(default_factory=list)
     #: Where the time went (queue, prompt, decode seconds; prompt tokens reused, drafted, accepted), when known.
     timings: dict[str, float] = field(default_factory=dict)
+    #: The answer was cut off rather than finished (it repeated itself, or reached max_tokens), when known.
+    runaway: bool = False
 
 
 class ModelUnavailable(Exception):

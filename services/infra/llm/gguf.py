@@ -316,7 +316,11 @@ class GGUFLLM:
                     f"The prompt does not fit the model context ({self.settings.llm_context_tokens} tokens): "
                     f"{exc}; lower QUERYLIFT_PROMPT_TOKEN_BUDGET or raise QUERYLIFT_LLM_CONTEXT_TOKENS"
                 ) from exc
-            options = DecodeOptions(max_tokens=max_tokens, lookup_tokens=self.settings.llm_lookup_tokens)
+            options = DecodeOptions(
+                max_tokens=max_tokens,
+                lookup_tokens=self.settings.llm_lookup_tokens,
+                stop_on_loop=self.settings.llm_stop_on_loop,
+            )
             if first_alternative == 0:
                 loaded.decoder.decode(logits, len(tokens), options, report)
             for i in range(first_alternative, first_alternative + alternatives):
@@ -355,6 +359,7 @@ class GGUFLLM:
             seconds=time.perf_counter() - started,
             adapter_version=adapter.version if adapter is not None and lora_path is not None else None,
             alternatives=[a.text for a in others],
+            runaway=best.runaway,
             timings={
                 "queue_s": queued,
                 "prompt_s": report.prompt_s,

@@ -21,17 +21,24 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 #: The end of an answer: the fence that closes the ```sql block.
 _FENCE = "```"
+#: A reply whose last _LOOP_WINDOW bytes (numbers masked: "alias7", "alias8" is still a loop) occur
+#: _LOOP_REPEATS times is looping ("CROSS JOIN t AS t1 CROSS JOIN t AS t2 ..."): small models do, and until
+#: max_tokens such a reply costs seconds of decoding for SQL that is never right.
+_LOOP_WINDOW = 24
+_LOOP_REPEATS = 5
+_NUMBER = re.compile(rb"\d+")
 
 
 @dataclass(frozen=True)
@@ -42,12 +49,24 @@ class DecodeOptions:
     lookup_tokens: int = 8
     #: Stop once the reply's ```sql block is closed.
     stop_after_sql_block: bool = True
+    #: Stop a reply that repeats itself (see _LOOP_WINDOW).
+    stop_on_loop: bool = True
+
+
+#: Why decoding ended: an end token, the closed SQL block, a loop, or max_tokens / the context.
+StopReason = Literal["end", "sql_block", "loop", "length"]
 
 
 @dataclass
 class Decoded:
     text: str
     tokens: int
+    stopped: StopReason = "end"
+
+    @property
+    def runaway(self) -> bool:
+        """Cut off rather than finished: it looped or ran out of tokens."""
+        return self.stopped in ("loop", "length")
 
 
 @dataclass
@@ -259,13 +278,19 @@ class LlamaDecoder:
         # (twice as long after each such miss) so an answer that copies nothing pays little for trying.
         pause = 0
         backoff = 1
+        stopped: StopReason = "length"
         while not done and len(generated) < options.max_tokens and n_past < self.n_ctx - 1:
             token = self._pick(logits, temperature, rng)
             if token in self.stop_ids:
+                stopped = "end"
                 break
             generated.append(token)
             text += self.model.detokenize([token])
             if options.stop_after_sql_block and _block_closed(text):
+                stopped = "sql_block"
+                break
+            if options.stop_on_loop and _looping(text):
+                stopped = "loop"
                 break
             context = np.concatenate(
                 [self.model.input_ids[:n_past], np.asarray(generated[-1:], dtype=np.intc)]
@@ -288,7 +313,7 @@ class LlamaDecoder:
                 if choice != draft:
                     break
                 if choice in self.stop_ids:
-                    done = True
+                    done, stopped = True, "end"
                     break
                 generated.append(choice)
                 text += self.model.detokenize([choice])
@@ -296,9 +321,13 @@ class LlamaDecoder:
                 accepted_here += 1
                 n_past += 1
                 logits = rows[i + 1]
-                if (options.stop_after_sql_block and _block_closed(text)) or len(
-                    generated
-                ) >= options.max_tokens:
+                if options.stop_after_sql_block and _block_closed(text):
+                    done, stopped = True, "sql_block"
+                    break
+                if options.stop_on_loop and _looping(text):
+                    done, stopped = True, "loop"
+                    break
+                if len(generated) >= options.max_tokens:
                     done = True
                     break
             if drafts:
@@ -309,7 +338,7 @@ class LlamaDecoder:
             # Whatever of the batch was not accepted is dropped from the cache at the next decode.
             self.model.n_tokens = n_past
         report.decode_s += time.perf_counter() - started
-        answer = Decoded(text=text.decode("utf-8", errors="replace"), tokens=len(generated))
+        answer = Decoded(text=text.decode("utf-8", errors="replace"), tokens=len(generated), stopped=stopped)
         report.answers.append(answer)
         return answer
 
@@ -321,6 +350,13 @@ class LlamaDecoder:
         probs = np.exp(scaled - scaled.max())
         probs /= probs.sum()
         return int(top[rng.choice(len(top), p=probs)])
+
+
+def _looping(text: bytes) -> bool:
+    masked = _NUMBER.sub(b"0", text)
+    if len(masked) < _LOOP_WINDOW * _LOOP_REPEATS:
+        return False
+    return masked.count(masked[-_LOOP_WINDOW:]) >= _LOOP_REPEATS
 
 
 def _block_closed(text: bytes) -> bool:

@@ -100,9 +100,14 @@ class ScriptedLLM:
         others = drawn[first_alternative : first_alternative + alternatives]
         if first_alternative:
             answer = ""  # only more alternatives were asked for
+        # An answer longer than max_tokens is cut there, as a real backend cuts it, and reported as cut off.
+        runaway = self.count_tokens(answer) > max_tokens
+        while self.count_tokens(answer) > max_tokens:
+            answer = answer[: max(0, len(answer) * max_tokens // self.count_tokens(answer) - 1)]
         call.response = answer
         return Completion(
             text=answer,
+            runaway=runaway,
             prompt_tokens=sum(self.count_tokens(m["content"]) + 4 for m in messages),
             completion_tokens=self.count_tokens(answer),
             model=self.name,
