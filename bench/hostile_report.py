@@ -373,7 +373,6 @@ def summarize(
 
 
 async def main() -> dict[str, Any]:
-
     with tempfile.TemporaryDirectory(prefix="ql-hostile-") as tmp:
         targets = await prepare_targets(Path(tmp))
         outcomes, prints = await run_corpus(load_corpus(), targets)

@@ -399,7 +399,6 @@ class AccuracyBench:
         state.replayed = max(state.replayed, count)
 
     async def _usable_examples(self, project_id: str) -> int:
-
         return await count_usable(self.pool, project_id)
 
     # --- LoRA ---------------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ def register_pipeline(bench_sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _run(args: argparse.Namespace) -> int:
-
     setup_logging("WARNING", json_lines=False)
     options = PipelineOptions(
         questions=args.questions,

@@ -55,7 +55,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _configure_accuracy(p: argparse.ArgumentParser) -> None:
-
     p.description = (
         "Replay each project's history through the product, answer its test questions with each strategy "
         "and score execution accuracy."
@@ -100,7 +99,6 @@ def _configure_accuracy(p: argparse.ArgumentParser) -> None:
 
 
 def _run_accuracy(args: argparse.Namespace) -> int:
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -143,7 +141,6 @@ def _configure_merge(p: argparse.ArgumentParser) -> None:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-
     try:
         document = merge_files(args.inputs, args.out)
     except (MergeError, OSError, ValueError) as exc:

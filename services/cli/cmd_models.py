@@ -153,7 +153,6 @@ async def _rollback(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-
     settings = get_settings()
     pool = await open_pool(settings)
     try:

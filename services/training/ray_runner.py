@@ -51,7 +51,6 @@ class _ProgressBoard:
 
 
 def _train_task(config: dict[str, Any], board: Any, job_key: str) -> dict[str, Any]:
-
     # Ray starts workers with a high nice value to keep its own daemons responsive; on a busy machine
     # that starves training, the one job this worker exists for. Best effort: lowering needs privileges.
     with contextlib.suppress(OSError, AttributeError):

