@@ -372,13 +372,13 @@ async def test_scripted_rules_regex_callable_default_and_calls() -> None:
         ],
         default="SELECT 0",
     )
-    assert (await llm.complete(MESSAGES, max_tokens=8)).text.endswith("FROM users\n```")
+    assert (await llm.complete(MESSAGES, max_tokens=64)).text.endswith("FROM users\n```")
     assert (
-        await llm.complete([ChatMessage(role="user", content="why?!")], max_tokens=8)
+        await llm.complete([ChatMessage(role="user", content="why?!")], max_tokens=64)
     ).text == "SELECT '5'"
-    assert (await llm.complete([ChatMessage(role="user", content="other")], max_tokens=8)).text == "SELECT 0"
+    assert (await llm.complete([ChatMessage(role="user", content="other")], max_tokens=64)).text == "SELECT 0"
     with pytest.raises(ModelUnavailable):
-        await llm.complete([ChatMessage(role="user", content="boom")], max_tokens=8)
+        await llm.complete([ChatMessage(role="user", content="boom")], max_tokens=64)
     assert [c.last_user for c in llm.calls] == ["How many users are there?", "why?!", "other", "boom"]
     assert llm.calls[0].response is not None and llm.calls[-1].response is None
     assert llm.name == "scripted"
