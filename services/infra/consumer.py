@@ -481,7 +481,7 @@ class ConsumerRunner:
                     outgoing.append((letter, None))
                     outgoing.extend((e, None) for e in replies)
                 case AlreadyDone():
-                    pass
+                    pass  # nothing is owed: its outputs are out, or go out when the original settles
                 case _:
                     assert_never(outcome)
         if outgoing:
