@@ -56,7 +56,6 @@ def _synthetic_records(n: int, seq_tokens: int) -> list[dict[str, Any]]:
 def _bench_gguf(
     steps: int, batch_size: int, seq_tokens: int, threads: int, cache_dir: Path
 ) -> dict[str, Any]:
-
     gguf = resolve_gguf("qwen2.5-coder-0.5b-instruct", cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         config = {

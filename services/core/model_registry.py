@@ -247,9 +247,7 @@ async def active_and_canary(pool: asyncpg.Pool, project_id: str) -> ServingState
     share = await canary_share(pool, project_id)
     by_status = {r["status"]: ModelVersion.from_row(r) for r in rows}
     canary = by_status.get("canary")
-    return ServingState(
-        active=by_status.get("active"), canary=canary, canary_share=float(share or 0.0) if canary else 0.0
-    )
+    return ServingState(active=by_status.get("active"), canary=canary, canary_share=share if canary else 0.0)
 
 
 async def reject_candidate(

@@ -133,7 +133,6 @@ class Evaluator:
         adapter: AdapterRef | None = None,
         label: str | None = None,
     ) -> EvalResult:
-
         started = time.perf_counter()
         result = EvalResult(label=label or (f"v{adapter.version}" if adapter else "base"))
         for example in examples:

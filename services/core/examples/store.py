@@ -320,7 +320,6 @@ async def _reindex(
     rows: Sequence[Any],
     schema: SchemaInfo,
 ) -> None:
-
     items: list[tuple[uuid.UUID, np.ndarray]] = [
         (r["id"], parse_vector(r["embedding"])) for r in rows if r["embedding"] is not None
     ]
@@ -450,9 +449,7 @@ async def example_for_answer(
 async def usable_pairs(pool: asyncpg.Pool, project_id: str) -> list[tuple[uuid.UUID, str, str]]:
     """(id, question, SQL) of the project's usable examples (verified, not stale, not rated down), oldest first."""
     rows = await pool.fetch(
-        "SELECT id, question, sql FROM examples"
-        " WHERE project_id = $1 AND verified AND NOT stale AND NOT rated_down"
-        " ORDER BY created_at, id",
+        f"SELECT id, question, sql FROM examples WHERE project_id = $1 AND {_USABLE} ORDER BY created_at, id",
         project_id,
     )
     return [(r["id"], r["question"], r["sql"]) for r in rows]
@@ -470,7 +467,7 @@ async def mark_trained(
 
 
 # Joins the training jobs (model registry's table) only to find when the last training was asked for.
-_USABLE_SINCE_TRAINING = """
+_USABLE_SINCE_TRAINING = f"""
 SELECT count(*) FILTER (WHERE e.created_at > coalesce(last.requested_at, '-infinity')) AS new,
        count(*) AS total
 FROM examples e
@@ -478,7 +475,7 @@ LEFT JOIN LATERAL (
     SELECT max(requested_at) AS requested_at FROM training_jobs
     WHERE project_id = $1 AND status <> 'failed' AND status <> 'cancelled'
 ) last ON true
-WHERE e.project_id = $1 AND e.verified AND NOT e.stale AND NOT e.rated_down
+WHERE e.project_id = $1 AND {_USABLE}
 """
 
 
