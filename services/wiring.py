@@ -75,6 +75,7 @@ def generation_config(settings: Settings) -> GenerationConfig:
     return GenerationConfig(
         prompt=PromptOptions.full().but(value_hints=settings.value_hints),
         mechanical_fixes=settings.mechanical_fixes,
+        literal_word_fixes=settings.literal_word_fixes,
         value_check=settings.value_hints,
         value_templates=settings.value_templates,
         vote_candidates=settings.vote_candidates,

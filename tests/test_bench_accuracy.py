@@ -270,3 +270,63 @@ def test_accuracy_merge_refuses_runs_that_do_not_compare(other: dict[str, Any]) 
 
     with pytest.raises(MergeError):
         merge_documents([_run_document({"rag": 0.5}), other])
+
+
+async def test_scripted_variant_changes_one_setting_and_interleaves_with_its_base(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """``--variant repair:repair_rounds=0 --interleave``: the scripted model's first reply names a column that
+    does not exist and its repair reply is right, so the base strategy scores 1 and the variant without a
+    repair round 0; each question is answered by both before the next question is asked."""
+    root = make_project(tmp_path)
+    gold = {q: sql for q, sql, _ in TEST}
+
+    asked: list[str] = []
+
+    def answer(prompt: str) -> str:
+        # The model is shown the last user message: a repair round's names no question, so the one asked last.
+        if "That query is wrong" in prompt:
+            return f"```sql\n{gold[asked[-1]]}\n```"
+        asked.append(_question(prompt))
+        return "```sql\nSELECT colour FROM pet\n```"
+
+    llm = ScriptedLLM(default=answer, name="scripted-repairable")
+    options = AccuracyOptions(
+        data=root,
+        out=tmp_path / "variant.json",
+        strategies=["repair"],
+        variants=["repair:repair_rounds=0"],
+        interleave=True,
+        database_url=pg_dsn,
+        progress=False,
+    )
+    settings = Settings(data_dir=tmp_path / "data", log_json=False)
+    document = await run_accuracy(options, settings, llm=llm)
+    strategies = document["projects"]["pets"]["strategies"]
+    assert strategies["repair"]["accuracy"] == 1.0
+    assert strategies["repair[repair_rounds=0]"]["accuracy"] == 0.0
+    assert strategies["repair[repair_rounds=0]"]["executes"] == 0.0
+    described = document["meta"]["strategies"]["repair[repair_rounds=0]"]
+    assert described["repair_rounds"] == 0 and described["overrides"] == {"repair_rounds": "0"}
+    assert document["meta"]["strategies"]["repair"]["repair_rounds"] == 1 and document["meta"]["interleaved"]
+    # First attempts only (repair prompts repeat the question): both strategies ask question 1, then question 2.
+    assert len(llm.calls) == 3 * len(TEST)  # the base's first reply and repair, the variant's first reply
+    assert asked == [q for q, _, _ in TEST for _ in range(2)]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "repair",
+        "nosuch:repair_rounds=0",
+        "repair:no_such_setting=1",
+        "repair:repair_rounds",
+        "repair:repair_rounds=x",
+    ],
+    ids=["no settings", "unknown strategy", "unknown setting", "no value", "value of the wrong type"],
+)
+def test_a_variant_that_cannot_be_built_is_refused_before_anything_runs(spec: str) -> None:
+    from bench.accuracy.strategies import variant
+
+    with pytest.raises(ValueError):
+        variant(spec)

@@ -20,6 +20,7 @@ from services.core.schema import Column, SchemaInfo, Table
 from services.core.sql.mechanical import canonical_example_sql
 from services.core.value_templates import value_adaptations
 from services.core.values import ColumnValues, ValueIndex, literal_problems, with_fixed_literals
+from services.generation.candidates import run_candidate
 from services.query.register import register_project
 from tests.conftest import unique, with_database
 
@@ -95,6 +96,36 @@ def test_literal_problems_name_the_closest_values_and_the_mechanical_fix() -> No
     assert "c.city_name = 'new york'" in fixed.sql(dialect="sqlite")
 
 
+@pytest.mark.parametrize(
+    ("where", "fix", "kind"),
+    [
+        # the question's phrase with a word the column does not store: the one value among its words
+        ("city_name = 'mount albany'", "albany", "words"),
+        ("city_name = 'new york city'", "new york", "words"),
+        ("state_name IN ('state of texas', 'ohio')", "texas", "words"),
+        ("city_name = 'NEW YORK'", "new york", "case"),  # case and spacing first
+        # two values among its words: no one right fix
+        ("city_name = 'albany austin'", None, None),
+        # <> with a value the column never holds filters nothing: replacing it would change the answer
+        ("city_name <> 'mount albany'", None, None),
+        # a word of a value is not the value ('york' is no city here)
+        ("city_name = 'york'", None, None),
+        # values under four letters ('usa' in a constant column aside) are too common to mean one value
+        ("code = 'ny state'", None, None),
+    ],
+)  # fmt: skip
+def test_a_literal_with_one_value_among_its_words_has_that_value_as_its_fix(
+    where: str, fix: str | None, kind: str | None
+) -> None:
+    schema = SchemaInfo(
+        "sqlite", [*SCHEMA.tables, Table("region", [Column("code", "TEXT"), Column("name", "TEXT")])]
+    )
+    values = ValueIndex([*index().columns, ColumnValues("region", "code", ("ny", "tx"), True)])
+    table = "region" if "code" in where else "state" if "state_name" in where else "city"
+    [problem, *_] = literal_problems(_tree(f"SELECT 1 FROM {table} WHERE {where}"), schema, values)
+    assert (problem.fix, problem.fix_kind) == (fix, kind)
+
+
 def test_literals_of_columns_not_fully_indexed_are_never_flagged() -> None:
     partial = ValueIndex([ColumnValues("city", "city_name", ("new york",), False)])
     assert literal_problems(_tree("SELECT 1 FROM city WHERE city_name = 'zzz'"), SCHEMA, partial) == []
@@ -156,6 +187,37 @@ async def mysql_url(customer_mysql: tuple[str, int, str]) -> AsyncIterator[str]:
         await cur.executemany("INSERT INTO ql_test_values.state VALUES (%s, %s)", STATES)
     conn.close()
     yield f"mysql://{user}@{host}:{port}/ql_test_values"
+
+
+async def test_a_literal_fixed_through_its_words_runs_with_the_stored_value(tmp_path: Path) -> None:
+    url = _sqlite(tmp_path / "c.sqlite", CITIES)
+    schema = await discover_schema(url)
+    databases = CustomerDatabases()
+    try:
+        values = ValueIndex(await databases.column_values(url, schema))
+        sql = "SELECT population FROM city WHERE city_name = 'mount albany'"
+        runs = {
+            word_fixes: await run_candidate(
+                sql,
+                schema=schema,
+                databases=databases,
+                database_url=url,
+                values=values,
+                mechanical_fixes=True,
+                word_fixes=word_fixes,
+                timeout_s=5.0,
+                row_limit=10,
+            )
+            for word_fixes in (True, False)
+        }
+    finally:
+        await databases.close()
+    fixed, unfixed = runs[True], runs[False]
+    assert fixed.fixed == ["literal_words"] and "'albany'" in fixed.sql and fixed.value_problems == []
+    assert fixed.result is not None and list(fixed.result.rows) == [(100000,)]
+    # Without the fix the query runs as written, finds nothing, and the problem names the value for a repair.
+    assert unfixed.fixed == [] and unfixed.result is not None and list(unfixed.result.rows) == []
+    assert unfixed.value_problems[0].fix == "albany" and "albany" in unfixed.value_problems[0].closest
 
 
 def _expected(columns: list[ColumnValues]) -> dict[tuple[str, str], set[str]]:

@@ -14,6 +14,10 @@ class AccuracyOptions:
     out: Path
     projects: list[str] | None = None
     strategies: list[str] | None = None
+    #: ``BASE:SETTING=VALUE[,...]``: strategies measured with settings changed (bench.accuracy.strategies.variant).
+    variants: list[str] | None = None
+    #: Answer each question with every strategy in turn rather than one strategy after another.
+    interleave: bool = False
     limit: int | None = None
     #: GGUF model name or path; None: the configured ``llm_model``.
     model: str | None = None

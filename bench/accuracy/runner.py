@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -137,6 +137,8 @@ def settings_record(settings: Settings) -> dict[str, Any]:
         "lora_learning_rate",
         "lora_batch_size",
         "lora_max_steps",
+        "lora_time_budget_s",
+        "lora_precision",
         "training_seed",
         "validation_share",
     )
@@ -175,6 +177,7 @@ class AccuracyBench:
         embedder: Any,
         index: Any,
         databases: CustomerDatabases,
+        llm_factory: Callable[[Settings], LLM] | None = None,
     ) -> None:
         self.options = options
         self.settings = settings
@@ -185,17 +188,41 @@ class AccuracyBench:
         self.databases = databases
         self.learner = Learner(pool, index, embedder, databases, sql_timeout_s=settings.sql_timeout_s)
         self.library = FewshotLibrary()
-        self.strategies = resolve(options.strategies)
+        self.strategies = resolve(options.strategies, options.variants)
+        self._llm_factory = llm_factory
+        #: Backends of variants that change model settings (``llm_*``), by those settings.
+        self._variant_llms: dict[tuple[tuple[str, str], ...], LLM] = {}
         self.predictions: list[dict[str, Any]] = []
         self._answers: dict[str, Outcome] = {}
         self._progress: Any = None
 
     # --- context and answers ---------------------------------------------------------------------------
 
+    def _llm_for(self, strategy: Strategy) -> LLM:
+        """The run's model, or for a variant that changes model settings a backend built with them (a GGUF
+        backend shares the loaded weights, so this costs no second load)."""
+        model_keys = tuple((k, v) for k, v in strategy.overrides if k.startswith("llm_"))
+        if not model_keys:
+            return self.llm
+        llm = self._variant_llms.get(model_keys)
+        if llm is None:
+            if self._llm_factory is None:
+                raise ValueError(
+                    f"{strategy.name} changes model settings, which needs a backend built by the benchmark"
+                )
+            llm = self._llm_factory(strategy.settings_for(self.settings))
+            self._variant_llms[model_keys] = llm
+        return llm
+
+    async def close(self) -> None:
+        for llm in self._variant_llms.values():
+            await llm.close()
+        self._variant_llms.clear()
+
     async def _context(
         self, state: _ProjectState, strategy: Strategy, item: TestItem
     ) -> tuple[list[ContextExample], list[ContextExample]]:
-        top_k, fewshot_k = strategy.retrieval_k(self.settings)
+        top_k, fewshot_k = strategy.retrieval_k(strategy.settings_for(self.settings))
         if top_k == 0 and fewshot_k == 0:
             return [], []
         # The retrieval consumer's rules: the project's own examples first, library ones only fill the room
@@ -231,7 +258,8 @@ class AccuracyBench:
         started = time.perf_counter()
         examples, fewshot = await self._context(state, strategy, item)
         error: str | None = None
-        config = strategy.generation_config(self.settings)
+        config = strategy.generation_config(strategy.settings_for(self.settings))
+        llm = self._llm_for(strategy)
         domain_note = state.project.description if strategy.domain_note else None
         values = state.values if config.prompt.value_hints or config.value_check else None
         hints = values.hints(item.question) if values is not None and config.prompt.value_hints else []
@@ -245,7 +273,7 @@ class AccuracyBench:
             fewshot=fewshot,
             options=config.prompt,
             budget_tokens=config.budget_tokens,
-            count_tokens=self.llm.count_tokens,
+            count_tokens=llm.count_tokens,
             domain_note=domain_note,
             value_hints=hints,
         )
@@ -264,6 +292,8 @@ class AccuracyBench:
                     config.vote_candidates,
                 ],
                 repr(adapter),
+                # A variant's settings may reach past the config (the model's decoding): never shared.
+                list(strategy.overrides),
             ],
             default=str,
         )
@@ -273,7 +303,7 @@ class AccuracyBench:
             return reused
         try:
             result = await generate_answer(
-                self.llm,
+                llm,
                 self.databases,
                 question=item.question,
                 schema=state.schema,
@@ -356,6 +386,31 @@ class AccuracyBench:
                 right = sum(o.correct for o in outcomes)
                 self._progress.update(task, advance=1, description=f"{label} acc {right}/{len(outcomes)}")
         return outcomes, time.perf_counter() - started
+
+    async def _answer_interleaved(
+        self,
+        state: _ProjectState,
+        runs: list[tuple[Strategy, AdapterRef | None, str]],
+        label: str,
+    ) -> list[tuple[list[Outcome], float]]:
+        """Every question answered by each strategy in turn, the first one rotating from question to question:
+        this host's speed drifts within a run, and interleaving spreads the drift (and whichever answer finds
+        the model's cache warm) evenly over the strategies compared. Seconds are each strategy's own."""
+        task = None
+        if self._progress is not None:
+            task = self._progress.add_task(label, total=len(state.test))
+        outcomes: list[list[Outcome]] = [[] for _ in runs]
+        seconds = [0.0 for _ in runs]
+        for i, item in enumerate(state.test):
+            for turn in range(len(runs)):
+                j = (i + turn) % len(runs)
+                strategy, adapter, _ = runs[j]
+                started = time.perf_counter()
+                outcomes[j].append(await self._answer(state, strategy, item, adapter))
+                seconds[j] += time.perf_counter() - started
+            if task is not None:
+                self._progress.update(task, advance=1)
+        return list(zip(outcomes, seconds, strict=True))
 
     # --- project setup -------------------------------------------------------------------------------------
 
@@ -459,7 +514,19 @@ class AccuracyBench:
             info["cached"] = False
         info["train_seconds"] = round(time.perf_counter() - started, 1)
         info["metrics"] = {
-            k: metrics.get(k) for k in ("steps", "train_loss", "eval_loss", "seconds", "device")
+            k: metrics.get(k)
+            for k in (
+                "steps",
+                "epochs",
+                "first_loss",
+                "train_loss",
+                "eval_loss",
+                "losses",
+                "seconds",
+                "train_seconds",
+                "seconds_per_step",
+                "device",
+            )
         }
         # Served as in production: registered, promoted, then chosen by the generation router.
         version = await register_candidate(
@@ -468,7 +535,7 @@ class AccuracyBench:
             base_model=config["base_model"],
             adapter_path=str(path),
             checksum=metrics.get("checksum"),
-            metrics=info["metrics"],
+            metrics={k: v for k, v in info["metrics"].items() if k != "losses"},
             version=1,
         )
         await promote(self.pool, project_id, version.version)
@@ -501,6 +568,7 @@ class AccuracyBench:
             await self._replay_to(state, count)
             usable = await self._usable_examples(project.project_id)
             last = share == points[-1]
+            planned: list[tuple[Strategy, AdapterRef | None, str]] = []
             for strategy in self.strategies:
                 adapter: AdapterRef | None = None
                 if strategy.adapter:
@@ -517,15 +585,23 @@ class AccuracyBench:
                         }
                         continue
                     adapter = state.adapter if last else None
-                signature = self._signature(strategy, adapter, share)
+                planned.append((strategy, adapter, self._signature(strategy, adapter, share)))
+            runs: dict[str, tuple[Strategy, AdapterRef | None, str]] = {}
+            for strategy, adapter, signature in planned:
+                if signature not in answered and signature not in runs:
+                    label = f"{project.name} · {strategy.name} · history {count}/{history_total}"
+                    runs[signature] = (strategy, adapter, label)
+            if self.options.interleave and len(runs) > 1:
+                label = f"{project.name} · {len(runs)} interleaved · history {count}/{history_total}"
+                results = await self._answer_interleaved(state, list(runs.values()), label)
+            else:
+                results = [await self._answer_all(state, *run) for run in runs.values()]
+            for (signature, (strategy, _, _)), (outcomes, seconds) in zip(runs.items(), results, strict=True):
+                answered[signature] = (outcomes, seconds, strategy.name)
+            for strategy, adapter, signature in planned:
                 label = f"{project.name} · {strategy.name} · history {count}/{history_total}"
-                if signature in answered:
-                    outcomes, seconds, same_as = answered[signature]
-                    reused = same_as
-                else:
-                    outcomes, seconds = await self._answer_all(state, strategy, adapter, label)
-                    answered[signature] = (outcomes, seconds, strategy.name)
-                    reused = None
+                outcomes, seconds, same_as = answered[signature]
+                reused = same_as if same_as != strategy.name else None
                 if self.options.progress and not sys.stderr.isatty():
                     # A progress bar only renders on a terminal; logs and pipes get a line per strategy.
                     right = sum(o.correct for o in outcomes)
@@ -581,7 +657,7 @@ class AccuracyBench:
         return summary, {k: v for k, v in curve.items() if v}
 
     def _signature(self, strategy: Strategy, adapter: AdapterRef | None, share: float) -> str:
-        config = strategy.generation_config(self.settings)
+        config = strategy.generation_config(strategy.settings_for(self.settings))
         # The benchmark passes no conversation turns, so the history flag changes nothing.
         config = dataclasses.replace(config, prompt=config.prompt.but(history=False))
         parts = {
@@ -590,6 +666,7 @@ class AccuracyBench:
             "note": strategy.domain_note,
             "adapter": repr(adapter),
             "share": share if strategy.uses_history else None,
+            "overrides": list(strategy.overrides),
         }
         return json.dumps(parts, sort_keys=True, default=str)
 
@@ -629,7 +706,8 @@ class AccuracyBench:
             "meta": {
                 "model": self.llm.name,
                 "settings": settings_record(self.settings),
-                "strategies": {s.name: s.describe(self.settings) for s in self.strategies},
+                "strategies": {s.name: s.describe(s.settings_for(self.settings)) for s in self.strategies},
+                "interleaved": self.options.interleave,
                 "limit": self.options.limit,
                 "data": str(self.options.data),
                 "machine": machine_info(),
@@ -659,7 +737,7 @@ async def run_accuracy(
     """Run the benchmark and write ``options.out`` (plus predictions and, with a curve, the plot)."""
     settings = bench_settings(options, settings)
     projects = discover_projects(options.data, options.projects)
-    resolve(options.strategies)  # fail on a typo before anything slow starts
+    resolve(options.strategies, options.variants)  # fail on a typo before anything slow starts
     work_dir = options.work_dir or settings.data_dir / "bench"
     server = None
     dsn = options.database_url or (
@@ -688,8 +766,12 @@ async def run_accuracy(
             embedder=embedder,
             index=build_index(settings, pool),
             databases=databases,
+            llm_factory=build_llm if own_llm else None,
         )
-        document = await bench.run(projects)
+        try:
+            document = await bench.run(projects)
+        finally:
+            await bench.close()
 
         write_results(document, bench.predictions, options)
         return document

@@ -24,6 +24,7 @@ full        everything on: ``product`` and the project's adapter when one was tr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,15 @@ class Strategy:
     domain_note: bool = True
     #: ``full`` takes its generation config from ``services.wiring`` rather than assembling one.
     product_wiring: bool = False
+    #: Settings this strategy changes (a variant, ``--variant``): what a switch of the product adds is measured
+    #: against the same strategy without it, on the same questions in the same run.
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def settings_for(self, base: Settings) -> Settings:
+        """The run's settings with this strategy's overrides, validated as the environment would be."""
+        if not self.overrides:
+            return base
+        return Settings.model_validate({**base.model_dump(), **dict(self.overrides)})
 
     @property
     def uses_history(self) -> bool:
@@ -106,6 +116,7 @@ class Strategy:
             "adapter": self.adapter,
             "domain_note": self.domain_note,
             "product_wiring": self.product_wiring,
+            "overrides": dict(self.overrides),
         }
 
 
@@ -218,9 +229,32 @@ DEFAULT_STRATEGIES: tuple[str, ...] = (
 )
 
 
-def resolve(names: list[str] | None) -> list[Strategy]:
+def variant(spec: str) -> Strategy:
+    """``BASE:SETTING=VALUE[,SETTING=VALUE...]`` (settings by field name, e.g. ``product:repair_rounds=0``): the
+    strategy BASE with those settings changed, named ``BASE[SETTING=VALUE,...]``."""
+    base_name, sep, assignments = spec.partition(":")
+    if not sep or base_name not in STRATEGIES:
+        raise ValueError(
+            f"variant {spec!r}: expected BASE:SETTING=VALUE with BASE one of {', '.join(STRATEGIES)}"
+        )
+    overrides: list[tuple[str, str]] = []
+    for assignment in assignments.split(","):
+        key, eq, value = assignment.partition("=")
+        key = key.strip().lower().removeprefix("querylift_")
+        if not eq or key not in Settings.model_fields:
+            raise ValueError(f"variant {spec!r}: {assignment!r} is not SETTING=VALUE with a known setting")
+        overrides.append((key, value.strip()))
+    base = STRATEGIES[base_name]
+    named = ",".join(f"{k}={v}" for k, v in overrides)
+    strategy = dataclasses.replace(base, name=f"{base_name}[{named}]", overrides=tuple(overrides))
+    strategy.settings_for(Settings())  # a value the setting cannot take fails here, before anything slow
+    return strategy
+
+
+def resolve(names: list[str] | None, variants: list[str] | None = None) -> list[Strategy]:
     chosen = names or list(DEFAULT_STRATEGIES)
     unknown = [n for n in chosen if n not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
-    return [STRATEGIES[n] for n in dict.fromkeys(chosen)]
+    resolved = [STRATEGIES[n] for n in dict.fromkeys(chosen)]
+    return resolved + [variant(v) for v in dict.fromkeys(variants or [])]

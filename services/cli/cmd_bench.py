@@ -72,6 +72,21 @@ def _configure_accuracy(p: argparse.ArgumentParser) -> None:
         help=f"default: {' '.join(DEFAULT_STRATEGIES)}",
     )
     p.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=None,
+        metavar="BASE:SETTING=VALUE[,...]",
+        help="also measure strategy BASE with settings changed (field names of the QUERYLIFT_ settings, e.g. "
+        "product:repair_rounds=0); repeatable",
+    )
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="answer each question with every strategy in turn (rotating the first), so a before/after "
+        "comparison shares the machine's speed",
+    )
+    p.add_argument(
         "--limit",
         type=int,
         default=None,
@@ -108,6 +123,8 @@ def _run_accuracy(args: argparse.Namespace) -> int:
         out=args.out,
         projects=args.projects,
         strategies=args.strategies,
+        variants=args.variants,
+        interleave=args.interleave,
         limit=args.limit,
         model=args.model,
         learning_curve=args.learning_curve,

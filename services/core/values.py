@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rapidfuzz import fuzz, process
 from sqlglot import exp
@@ -181,8 +182,11 @@ class LiteralProblem:
     literal: str
     columns: tuple[str, ...]  # "table.column" the literal is compared with
     closest: tuple[str, ...]
-    #: The one value the literal means, differing only in case or spacing (a mechanical fix), if any.
+    #: The one value the literal means (a mechanical fix), if any: ``fix_kind`` "case" when it differs only
+    #: in case or spacing, "words" when it is the one value of the column among the literal's words ('mount
+    #: mckinley' for 'mckinley': the question's phrase with a word the database does not store).
     fix: str | None
+    fix_kind: Literal["case", "words"] | None = None
 
     def message(self) -> str:
         where = " or ".join(self.columns)
@@ -247,15 +251,33 @@ def literal_problems(tree: exp.Expr, schema: SchemaInfo, index: ValueIndex) -> l
         wanted = normalize(value)
         same = {v for h in known for v in h.values if normalize(v) == wanted}
         closest = tuple(dict.fromkeys(v for h in known for v in index.closest(h, value)))[:3]
+        fix: str | None = same.pop() if len(same) == 1 else None
+        kind: Literal["case", "words"] | None = "case" if fix is not None else None
+        # Only where the literal must equal a value: there the query as written matches nothing (the column's
+        # every value is known and this is none of them), so the one value inside it can only add rows.
+        if fix is None and isinstance(literal.parent, (exp.EQ, exp.In)):
+            inside = {v for h in known for v in h.values if _word_run(normalize(v), wanted)}
+            if len(inside) == 1:
+                fix, kind = inside.pop(), "words"
         problems.append(
             LiteralProblem(
                 literal=value,
                 columns=tuple(f"{h.table}.{h.column}" for h in known),
                 closest=closest,
-                fix=same.pop() if len(same) == 1 else None,
+                fix=fix,
+                fix_kind=kind,
             )
         )
     return problems
+
+
+def _word_run(part: str, whole: str) -> bool:
+    """Whether ``part``'s words occur together, in order, among more words of ``whole`` (both normalized);
+    parts shorter than four letters ('ms', 'the') are too common to mean one value."""
+    inner, outer = part.split(), whole.split()
+    if len(part) < 4 or not inner or len(inner) >= len(outer):
+        return False
+    return any(outer[i : i + len(inner)] == inner for i in range(len(outer) - len(inner) + 1))
 
 
 def with_fixed_literals(tree: exp.Expr, fixes: Mapping[str, str]) -> exp.Expr:

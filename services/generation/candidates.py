@@ -3,8 +3,9 @@
 A candidate ends in one of: refused as unsafe, invalid (with the check's message, for a repair round), failed
 at the database (the engine's message), or run (its result). Before running, the literals it compares with
 columns are checked against the project's indexed values: one that differs from a value only in case or
-spacing is corrected on the spot; one that matches no value is reported, naming the closest values, so a
-repair round can use it.
+spacing, or that must equal a value and holds exactly one of the column's values among its words ('mount
+mckinley' where the column stores 'mckinley'), is corrected on the spot; one that matches no value is reported,
+naming the closest values, so a repair round can use it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Candidate:
     message: str = ""
     check: SqlCheck | None = None
     result: QueryResult | None = None
-    #: Mechanical fixes applied before it ran ("sqlite_strings", "literal_case").
+    #: Mechanical fixes applied before it ran ("sqlite_strings", "literal_case", "literal_words").
     fixed: list[str] = field(default_factory=list)
     #: Literals compared with columns that hold no such value (for a repair round).
     value_problems: list[LiteralProblem] = field(default_factory=list)
@@ -61,18 +62,26 @@ def checked(sql: str, schema: SchemaInfo, *, mechanical_fixes: bool) -> tuple[Sq
 
 
 def with_values(
-    check: SqlCheck, schema: SchemaInfo, values: ValueIndex | None, *, mechanical_fixes: bool
+    check: SqlCheck,
+    schema: SchemaInfo,
+    values: ValueIndex | None,
+    *,
+    mechanical_fixes: bool,
+    word_fixes: bool = True,
 ) -> tuple[SqlCheck, list[str], list[LiteralProblem]]:
-    """Literals against the indexed values: case-only differences fixed, the rest reported."""
+    """Literals against the indexed values: the ones with one right value fixed (``word_fixes``: also a value
+    found among the literal's words), the rest reported."""
     if values is None or check.tree is None:
         return check, [], []
     problems = literal_problems(check.tree, schema, values)
-    fixes = {p.literal: p.fix for p in problems if p.fix is not None} if mechanical_fixes else {}
+    wanted = [p for p in problems if p.fix is not None and (word_fixes or p.fix_kind == "case")]
+    fixes = {p.literal: p.fix for p in wanted if p.fix is not None} if mechanical_fixes else {}
     if fixes:
         fixed_tree = with_fixed_literals(check.tree, fixes)
         again = check_sql(fixed_tree.sql(dialect=glot_dialect(schema.dialect), comments=False), schema)
         if again.ok:
-            return again, ["literal_case"], [p for p in problems if p.literal not in fixes]
+            kinds = sorted({f"literal_{p.fix_kind}" for p in problems if p.literal in fixes})
+            return again, kinds, [p for p in problems if p.literal not in fixes]
     return check, [], problems
 
 
@@ -84,6 +93,7 @@ async def run_candidate(
     database_url: str,
     values: ValueIndex | None,
     mechanical_fixes: bool,
+    word_fixes: bool = True,
     timeout_s: float,
     row_limit: int,
     execute_invalid: bool = False,
@@ -98,7 +108,9 @@ async def run_candidate(
         return Candidate(shown, "refused", check.message, check)
     if check.checked is None:
         return Candidate(shown, "invalid", check.message, check)
-    check, value_fixes, problems = with_values(check, schema, values, mechanical_fixes=mechanical_fixes)
+    check, value_fixes, problems = with_values(
+        check, schema, values, mechanical_fixes=mechanical_fixes, word_fixes=word_fixes
+    )
     assert check.checked is not None
     started = _spent(timings, "check", started)
     try:

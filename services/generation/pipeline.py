@@ -60,6 +60,9 @@ class GenerationConfig:
     #: Fix mechanically what has one right fix (SQLite double-quoted strings, a literal's case) instead of
     #: spending a repair round on it.
     mechanical_fixes: bool = True
+    #: With ``mechanical_fixes``: a literal that must equal a value of its column and holds exactly one of them
+    #: among its words ('mount mckinley', the column storing 'mckinley') becomes that value.
+    literal_word_fixes: bool = True
     #: A literal that matches no value of the column it is compared with (the value index) makes an empty
     #: result's repair round name the closest values.
     value_check: bool = True
@@ -330,6 +333,7 @@ class _Runner:
             database_url=self.database_url,
             values=self.values,
             mechanical_fixes=self.config.mechanical_fixes,
+            word_fixes=self.config.literal_word_fixes,
             timeout_s=self.config.timeout_s,
             row_limit=self.config.row_limit,
             timings=self.timings,

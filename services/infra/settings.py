@@ -208,6 +208,12 @@ class Settings(BaseSettings):
         description="Fix without a repair round what has one right fix (SQLite double-quoted strings, a "
         "literal's case against the database's values).",
     )
+    literal_word_fixes: bool = Field(
+        True,
+        description="With QUERYLIFT_MECHANICAL_FIXES: a literal that must equal a value of its column and holds "
+        "exactly one of the column's values among its words ('mount mckinley' where the column stores "
+        "'mckinley') becomes that value instead of costing a repair round.",
+    )
     template_answers: bool = Field(
         True,
         description="Answer a question that is a verified example's with other values by that example's SQL "
@@ -231,6 +237,17 @@ class Settings(BaseSettings):
     lora_learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     lora_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
     lora_max_steps: int = Field(-1, description=">0 caps optimizer steps (CI, benchmarks).")
+    lora_time_budget_s: float = Field(
+        0.0,
+        ge=0,
+        description=">0: training stops after the optimizer step that reaches this many seconds (the adapter "
+        "so far is evaluated and kept; its metrics say it stopped on time).",
+    )
+    lora_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Training arithmetic: auto is bf16 autocast on a GPU that supports it and fp32 elsewhere; "
+        "the LoRA weights and optimizer stay fp32 either way.",
+    )
     training_seed: int = Field(13, description="Seed of the split and of training.")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of examples held out for the gate.")
     promote_margin: float = Field(

@@ -12,6 +12,7 @@ backend serves directly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -68,6 +69,8 @@ def make_config(
         "learning_rate": settings.lora_learning_rate,
         "batch_size": settings.lora_batch_size,
         "max_steps": settings.lora_max_steps,
+        "time_budget_s": settings.lora_time_budget_s,
+        "precision": settings.lora_precision,
         "seed": settings.training_seed,
         "max_seq_len": settings.llm_context_tokens,
         "device": "auto",
@@ -169,6 +172,27 @@ def _export_gguf(config: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {"gguf_adapter": GGUF_LORA_FILE}
 
 
+def autocast_dtype(precision: str, device: str) -> Any:
+    """The dtype forward passes autocast to (None: plain fp32). ``auto`` takes bf16 where a GPU does it
+    natively, the one place it is both faster and safe without loss scaling; bf16 asked for on a CPU is honoured
+    (slower on most CPUs, but it is what a user chose)."""
+    import torch
+
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def _autocast(dtype: Any, device: str) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
 def _seed_everything(seed: int) -> None:
     import torch
 
@@ -178,7 +202,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _eval_loss(
-    model: Any, encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int, device: str
+    model: Any,
+    encoded: list[tuple[list[int], list[int]]],
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    dtype: Any = None,
 ) -> float | None:
     import torch
 
@@ -191,7 +220,8 @@ def _eval_loss(
             batch = {
                 k: v.to(device) for k, v in _collate(encoded[start : start + batch_size], pad_id).items()
             }
-            loss, n = answer_loss(model, batch)
+            with _autocast(dtype, device):
+                loss, n = answer_loss(model, batch)
             total += float(loss) * n
             tokens += n
     model.train()
@@ -299,12 +329,15 @@ def _run(
     batch_size = int(config["batch_size"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order_rng = random.Random(int(config["seed"]))
+    dtype = autocast_dtype(str(config.get("precision") or "auto"), device)
+    budget = float(config.get("time_budget_s") or 0.0)
 
     losses: list[float] = []
     step = 0
+    stopped = "steps"
     train_started = time.perf_counter()
     report({"stage": "training", "progress": 0.0, "step": 0, "total_steps": total_steps})
-    while step < total_steps:
+    while step < total_steps and stopped == "steps":
         order = list(range(len(train)))
         order_rng.shuffle(order)
         for start in range(0, len(order), batch_size):
@@ -312,7 +345,8 @@ def _run(
                 break
             batch = _collate([train[i] for i in order[start : start + batch_size]], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss, _ = answer_loss(model, batch)
+            with _autocast(dtype, device):
+                loss, _ = answer_loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
@@ -329,10 +363,13 @@ def _run(
             }
             (partial / "progress.json").write_text(json.dumps(event))
             report(event)
+            if budget > 0 and time.perf_counter() - train_started >= budget:
+                stopped = "time_budget"  # a CPU's cap: what was learnt so far is evaluated and kept
+                break
     train_seconds = time.perf_counter() - train_started
 
     report({"stage": "evaluating", "progress": 1.0, "step": step, "total_steps": total_steps})
-    eval_loss = _eval_loss(model, validation, batch_size, pad_id, device)
+    eval_loss = _eval_loss(model, validation, batch_size, pad_id, device, dtype)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
     checksum = sha256_file(partial / ADAPTER_WEIGHTS)
@@ -344,7 +381,12 @@ def _run(
         "train_loss": sum(tail) / len(tail),
         "first_loss": losses[0],
         "eval_loss": eval_loss,
+        # The whole curve, one loss per optimizer step: what a reader needs to judge whether more steps pay.
+        "losses": [round(x, 4) for x in losses],
         "steps": step,
+        "planned_steps": total_steps,
+        "stopped": stopped,
+        "precision": "bf16" if dtype is not None else "fp32",
         "epochs": step * batch_size / len(train),
         "train_examples": len(train),
         "validation_examples": len(validation),
