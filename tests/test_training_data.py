@@ -15,7 +15,7 @@ from services.core.customer_db import CustomerDatabases, discover_schema
 from services.core.values import ColumnValues, ValueIndex
 from services.training.augment import spread, value_variants
 from services.training.dataset import ProjectDataset, TrainingExample, default_render, to_chat
-from services.training.enrich import EnrichOptions, enrich
+from services.training.enrich import EnrichOptions, enrich, with_context
 from services.training.evaluate import gate
 
 CITIES = [
@@ -97,6 +97,30 @@ async def test_no_variants_where_the_question_does_not_name_the_value(tmp_path: 
     assert fixed == []
     broken = value_variants("x", "SELEC nothing", schema, _index(), per_example=3, rng=random.Random(1))
     assert broken == []
+
+
+def test_unseen_pattern_prompts_show_only_examples_of_another_shape() -> None:
+    """With the share at 1 every training prompt is a question of a pattern the context never shows; at 0 the
+    most similar examples come back whatever their shape (here the same shape with other values)."""
+    pool = [
+        _example("population of boston", "SELECT population FROM city WHERE city_name = 'boston'"),
+        _example("population of denver", "SELECT population FROM city WHERE city_name = 'denver'"),
+        _example("population of austin", "SELECT population FROM city WHERE city_name = 'austin'"),
+        _example("how many cities are there", "SELECT COUNT(*) FROM city"),
+        _example("capital of texas", "SELECT capital FROM state WHERE state_name = 'texas' ORDER BY capital"),
+    ]
+    asked = _example("population of dallas", "SELECT population FROM city WHERE city_name = 'dallas'")
+    [similar] = with_context([asked], pool, _index(), 2)
+    assert len(similar.context) == 2 and all(c.question.startswith("population of") for c in similar.context)
+    [unseen] = with_context([asked], pool, _index(), 2, unseen_pattern_share=1.0)
+    assert {c.question for c in unseen.context} == {"how many cities are there", "capital of texas"}
+    # The share draws which prompts: about half of many, the same ones for the same seed.
+    many = [_example(f"population of town {i}", asked.sql) for i in range(200)]
+    drawn = [e.context for e in with_context(many, pool, _index(), 1, unseen_pattern_share=0.5, seed=3)]
+    other_shape = sum(c[0].question in ("how many cities are there", "capital of texas") for c in drawn)
+    assert 70 < other_shape < 130
+    again = [e.context for e in with_context(many, pool, _index(), 1, unseen_pattern_share=0.5, seed=3)]
+    assert drawn == again
 
 
 def test_spread_takes_variants_round_robin_over_examples() -> None:

@@ -276,6 +276,14 @@ class Settings(BaseSettings):
         description="Similar verified examples put in each training prompt, as serving retrieval does (0: the "
         "bare prompt).",
     )
+    training_unseen_pattern_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of training prompts whose retrieved examples leave out every example of the answer's "
+        "SQL shape, as serving sees a question of a pattern the project never had (0: all prompts get the "
+        "most similar examples).",
+    )
     canary_min_ratings: int = Field(
         20,
         ge=1,

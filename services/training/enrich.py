@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from rapidfuzz import fuzz, process
 
 from events.internal import ContextExample
+from services.core.examples.masking import sql_skeleton
 from services.core.schema import SchemaInfo
 from services.core.values import ValueIndex, normalize
 from services.training.augment import spread, value_variants
@@ -33,6 +34,9 @@ class EnrichOptions:
     variants_per_example: int = 3
     max_variants: int = 400
     context_examples: int = 3
+    #: Share of training prompts whose context leaves out every example of the answer's SQL shape, as serving
+    #: sees a question of a pattern the project never had: there the adapter must write the shape itself.
+    unseen_pattern_share: float = 0.0
     seed: int = 13
     timeout_s: float = 10.0
     row_limit: int = 1000
@@ -52,23 +56,37 @@ def with_context(
     pool: Sequence[TrainingExample],
     index: ValueIndex | None,
     k: int,
+    *,
+    unseen_pattern_share: float = 0.0,
+    dialect: str = "sqlite",
+    seed: int = 13,
 ) -> list[TrainingExample]:
     """Each example with its ``k`` most similar examples of ``pool`` (itself and same-question examples left
-    out) and the value hints of its question."""
+    out) and the value hints of its question; for ``unseen_pattern_share`` of them (drawn with ``seed``), only
+    examples of another SQL shape than the answer's."""
     if not pool:
         return [replace(e, value_hints=tuple(index.hints(e.question)) if index else ()) for e in examples]
     keys = [_masked(p.question, index) for p in pool]
+    rng = random.Random(seed)
+    shapes = [sql_skeleton(p.sql, dialect) for p in pool] if unseen_pattern_share > 0 else []
     out = []
     for example in examples:
         context: tuple[ContextExample, ...] = ()
+        unseen = unseen_pattern_share > 0 and rng.random() < unseen_pattern_share
         if k > 0:
+            own = sql_skeleton(example.sql, dialect) if unseen else None
             found = process.extract(
-                _masked(example.question, index), keys, scorer=fuzz.token_set_ratio, limit=k + 2
+                _masked(example.question, index),
+                keys,
+                scorer=fuzz.token_set_ratio,
+                limit=None if unseen else k + 2,
             )
             chosen = [
                 (pool[i], score)
                 for _, score, i in found
-                if pool[i].id != example.id and pool[i].question.lower() != example.question.lower()
+                if pool[i].id != example.id
+                and pool[i].question.lower() != example.question.lower()
+                and (own is None or shapes[i] != own)
             ][:k]
             context = tuple(
                 ContextExample(
@@ -142,10 +160,27 @@ async def enrich(
         variants, tried = await kept_variants(
             verified, dataset.schema, index, databases, database_url, options, held_out=dataset.validation
         )
-    train = with_context([*verified, *variants], verified, index, options.context_examples)
+    train = with_context(
+        [*verified, *variants],
+        verified,
+        index,
+        options.context_examples,
+        unseen_pattern_share=options.unseen_pattern_share,
+        dialect=dataset.schema.dialect,
+        seed=options.seed,
+    )
+    # The gate's examples are asked as serving asks them: with the most similar examples, whatever their shape.
     validation = with_context(dataset.validation, verified, index, options.context_examples)
+    own_shape = sum(
+        any(
+            sql_skeleton(c.sql, dataset.schema.dialect) == sql_skeleton(e.sql, dataset.schema.dialect)
+            for c in e.context
+        )
+        for e in train
+    )
     composition = {
         "variants_tried": tried,
+        "context_with_the_answers_shape": own_shape,
         "with_context": sum(bool(e.context) for e in train),
         "with_value_hints": sum(bool(e.value_hints) for e in train),
     }

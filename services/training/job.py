@@ -189,6 +189,7 @@ async def enriched(
             variants_per_example=settings.training_value_variants,
             max_variants=settings.training_max_variants,
             context_examples=settings.training_context_examples,
+            unseen_pattern_share=settings.training_unseen_pattern_share,
             seed=settings.training_seed,
             timeout_s=settings.sql_timeout_s,
             row_limit=settings.sql_row_limit,
