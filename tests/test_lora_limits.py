@@ -1,4 +1,5 @@
-"""A CPU's limits on a LoRA run and the arithmetic it trains in: a time budget stops training after the step
+"""A CPU's limits on a LoRA run and the arithmetic it trains in: gradients accumulated over one example at a time
+agree with the whole batch's; a time budget stops training after the step
 that reaches it (the adapter so far is evaluated and kept), and bf16 autocast, which ``auto`` picks on a GPU
 that supports it, runs the same loop. A real (tiny) run on SmolLM2."""
 
@@ -12,7 +13,15 @@ import torch
 
 from services.infra.llm.base_model import SMOLLM2
 from services.infra.settings import Settings
-from services.training.lora_train import ADAPTER_WEIGHTS, autocast_dtype, make_config, train_lora
+from services.training.lora_train import (
+    ADAPTER_WEIGHTS,
+    _collate,
+    answer_loss,
+    autocast_dtype,
+    make_config,
+    micro_batches,
+    train_lora,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +76,48 @@ def test_a_time_budget_stops_training_after_the_step_that_reaches_it_in_bf16(tmp
     folder = Path(metrics["adapter_path"])
     assert (folder / ADAPTER_WEIGHTS).is_file()
     assert json.loads((folder / "metrics.json").read_text())["stopped"] == "time_budget"
+
+
+def test_micro_batches_weigh_each_group_by_its_share_of_the_answer_tokens() -> None:
+    # (ids, labels): prompt tokens are ignored (-100), position t predicts t+1, so the first label never counts.
+    a = ([1, 2, 3, 4], [-100, -100, 3, 4])  # 2 answer tokens
+    b = ([1, 2, 3, 4, 5, 6], [-100, 2, 3, 4, 5, 6])  # 5
+    c = ([1, 2], [-100, -100])  # none
+    assert [(len(g), round(s, 4)) for g, s in micro_batches([a, b, c], 1)] == [
+        (1, 0.2857),
+        (1, 0.7143),
+        (1, 0.0),
+    ]
+    assert [(len(g), s) for g, s in micro_batches([a, b, c], 4)] == [(3, 1.0)]
+
+
+def test_accumulated_micro_batches_give_the_whole_batchs_gradient() -> None:
+    """The same step one example at a time or all together: the LoRA gradients agree (a small random model of
+    the Llama architecture, so the check is about the arithmetic, not about a model file)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+    )
+    model = get_peft_model(
+        LlamaForCausalLM(config),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    batch = [
+        ([5, 6, 7, 8, 9], [-100, -100, -100, 8, 9]),
+        ([5, 6, 7, 10, 11, 12, 13], [-100, -100, -100, 10, 11, 12, 13]),
+    ]
+
+    def gradients(size: int) -> list[torch.Tensor]:
+        model.zero_grad()
+        for group, share in micro_batches(batch, size):
+            loss, _ = answer_loss(model, _collate(group, pad_id=0))
+            (loss * share).backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad and p.grad is not None]
+
+    together, alone = gradients(2), gradients(1)
+    assert len(together) == len(alone) > 0
+    for g_all, g_one in zip(together, alone, strict=True):
+        assert torch.allclose(g_all, g_one, atol=1e-6), (g_all - g_one).abs().max()

@@ -237,6 +237,12 @@ class Settings(BaseSettings):
     lora_learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     lora_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
     lora_max_steps: int = Field(-1, description=">0 caps optimizer steps (CI, benchmarks).")
+    lora_micro_batch_size: int = Field(
+        0,
+        ge=0,
+        description="Examples run together within an optimizer step, gradients accumulated over the step "
+        "(0: one at a time on a CPU, where long prompts' activations dominate memory; the whole step on a GPU).",
+    )
     lora_time_budget_s: float = Field(
         0.0,
         ge=0,

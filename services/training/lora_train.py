@@ -69,6 +69,7 @@ def make_config(
         "learning_rate": settings.lora_learning_rate,
         "batch_size": settings.lora_batch_size,
         "max_steps": settings.lora_max_steps,
+        "micro_batch_size": settings.lora_micro_batch_size,
         "time_budget_s": settings.lora_time_budget_s,
         "precision": settings.lora_precision,
         "seed": settings.training_seed,
@@ -129,6 +130,21 @@ def _collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
         labels[row, : len(labs)] = torch.tensor(labs)
         mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def supervised_tokens(example: tuple[list[int], list[int]]) -> int:
+    """Answer tokens the loss counts in one encoded example (position t predicts token t+1)."""
+    return sum(1 for label in example[1][1:] if label != IGNORE_INDEX)
+
+
+def micro_batches(
+    batch: list[tuple[list[int], list[int]]], size: int
+) -> list[tuple[list[tuple[list[int], list[int]]], float]]:
+    """The optimizer step's examples in groups of ``size``, each with the share of the step's answer tokens it
+    holds: the shares weight the groups' mean losses so their gradients add up to the whole batch's."""
+    total = sum(supervised_tokens(e) for e in batch) or 1
+    groups = [batch[i : i + size] for i in range(0, len(batch), size)]
+    return [(g, sum(supervised_tokens(e) for e in g) / total) for g in groups]
 
 
 def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
@@ -331,6 +347,10 @@ def _run(
     order_rng = random.Random(int(config["seed"]))
     dtype = autocast_dtype(str(config.get("precision") or "auto"), device)
     budget = float(config.get("time_budget_s") or 0.0)
+    # Activations grow with the square of a prompt's length (attention), times the examples run together: on a
+    # CPU serving-like prompts of 1-2k tokens, four at a time, took over 20 GB. One example at a time there
+    # (gradients accumulated to the same step) keeps a step's memory to one prompt's; a GPU runs them together.
+    micro = int(config.get("micro_batch_size") or 0) or (batch_size if device.startswith("cuda") else 1)
 
     losses: list[float] = []
     step = 0
@@ -343,17 +363,21 @@ def _run(
         for start in range(0, len(order), batch_size):
             if step >= total_steps:
                 break
-            batch = _collate([train[i] for i in order[start : start + batch_size]], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with _autocast(dtype, device):
-                loss, _ = answer_loss(model, batch)
-            loss.backward()
+            step_loss = 0.0
+            for group, share in micro_batches([train[i] for i in order[start : start + batch_size]], micro):
+                if share == 0:
+                    continue
+                batch = {k: v.to(device) for k, v in _collate(group, pad_id).items()}
+                with _autocast(dtype, device):
+                    loss, _ = answer_loss(model, batch)
+                (loss * share).backward()
+                step_loss += float(loss.detach()) * share
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(step_loss)
             event = {
                 "stage": "training",
                 "progress": step / total_steps,
@@ -387,6 +411,7 @@ def _run(
         "planned_steps": total_steps,
         "stopped": stopped,
         "precision": "bf16" if dtype is not None else "fp32",
+        "micro_batch_size": micro,
         "epochs": step * batch_size / len(train),
         "train_examples": len(train),
         "validation_examples": len(validation),
