@@ -322,8 +322,16 @@ async def test_scripted_variant_changes_one_setting_and_interleaves_with_its_bas
         "repair:no_such_setting=1",
         "repair:repair_rounds",
         "repair:repair_rounds=x",
+        "lora:lora_r=16",
     ],
-    ids=["no settings", "unknown strategy", "unknown setting", "no value", "value of the wrong type"],
+    ids=[
+        "no settings",
+        "unknown strategy",
+        "unknown setting",
+        "no value",
+        "value of the wrong type",
+        "a training setting",
+    ],
 )
 def test_a_variant_that_cannot_be_built_is_refused_before_anything_runs(spec: str) -> None:
     from bench.accuracy.strategies import variant

@@ -243,6 +243,9 @@ def variant(spec: str) -> Strategy:
         key = key.strip().lower().removeprefix("querylift_")
         if not eq or key not in Settings.model_fields:
             raise ValueError(f"variant {spec!r}: {assignment!r} is not SETTING=VALUE with a known setting")
+        if key.startswith(("lora_", "training_")):
+            # One adapter is trained per run, with the run's settings: another one needs its own run.
+            raise ValueError(f"variant {spec!r}: training settings ({key}) are set for the whole run")
         overrides.append((key, value.strip()))
     base = STRATEGIES[base_name]
     named = ",".join(f"{k}={v}" for k, v in overrides)
