@@ -131,6 +131,20 @@ async def test_sqlite_slow_query_does_not_stall_the_event_loop(
     assert len(gaps) > 20 and max(gaps) < 0.25, max(gaps)
 
 
+async def test_postgres_deadline_holds_across_fetches(dbs: CustomerDatabases, pg_url: str) -> None:
+    """PostgreSQL starts statement_timeout afresh for every fetch from a cursor: rows that each take a few
+    milliseconds, fetched a batch at a time, ran for a timeout per batch (3x the limit here, 20x nominal)."""
+    slow_rows = (
+        "SELECT g.i, (SELECT count(*) FROM generate_series(1, 30000 + g.i * 0)) AS n "
+        "FROM generate_series(1, 5000) AS g(i)"
+    )
+    timeout = 1.0
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout):
+        await raw(dbs, pg_url, slow_rows, timeout_s=timeout, row_limit=5000)
+    assert time.monotonic() - started <= timeout * 1.5
+
+
 # --- memory -----------------------------------------------------------------------------------------------
 
 
@@ -214,6 +228,17 @@ async def test_mysql_result_bytes_are_bounded(dbs: CustomerDatabases, mysql_url:
     assert any("byte limit" in n for n in result.notes)
 
 
+@needs_proc
+async def test_postgres_rows_without_columns_are_bounded(dbs: CustomerDatabases, pg_url: str) -> None:
+    """SELECT FROM t has rows and no columns: they were fetched all at once (70 MB per million) instead of
+    under the row limit."""
+    result, _ = await _within(
+        50, lambda: raw(dbs, pg_url, "SELECT FROM generate_series(1, 3000000)", timeout_s=30, row_limit=10)
+    )
+    assert isinstance(result, QueryResult), result
+    assert result.truncated and len(result.rows) == 10
+
+
 async def test_sqlite_result_bytes_are_bounded(dbs: CustomerDatabases, sqlite_url: str) -> None:
     capped = CustomerDatabases(max_value_bytes=1 << 20, max_result_bytes=1 << 20)
     try:
@@ -271,27 +296,50 @@ async def test_mysql_session_state_does_not_outlive_a_statement(
         conn.close()
 
 
-async def test_mysql_reads_text_as_sqlglot_writes_it_whatever_the_sql_mode(mysql_url: str) -> None:
-    """A server in ANSI_QUOTES / NO_BACKSLASH_ESCAPES mode would read the checked text differently; the
-    session drops those modes, so double quotes stay strings and backslashes stay escapes."""
+#: Server default sql_modes, and what a statement must return whatever the mode. The combination modes set
+#: ANSI_QUOTES and PIPES_AS_CONCAT again when set, and MariaDB's MSSQL reads [...] as a quoted name:
+#: SELECT name['], (SELECT ...) AS s, 1 ['] FROM t, a subscript of a string to sqlglot, read other tables.
+SERVER_SQL_MODES = [
+    (
+        "ANSI_QUOTES,NO_BACKSLASH_ESCAPES,PIPES_AS_CONCAT",
+        "SELECT \"id\", 'a\\'b', 1 || 0 FROM accounts WHERE id = 1",
+    ),
+    ("ANSI", "SELECT \"id\", 'a\\'b', 1 || 0 FROM accounts WHERE id = 1"),
+    ("MSSQL", "SELECT \"id\", 'a\\'b', 1 || 0 FROM accounts WHERE id = 1"),
+    ("ORACLE", "SELECT \"id\", 'a\\'b', 1 || 0 FROM accounts WHERE id = 1"),
+    ("POSTGRESQL", "SELECT \"id\", 'a\\'b', 1 || 0 FROM accounts WHERE id = 1"),
+    ("MSSQL", "SELECT name['], 'ql-pwned' AS s, 1 ['] FROM accounts WHERE id = 1"),
+]
+
+
+@pytest.mark.parametrize(("sql_mode", "sql"), SERVER_SQL_MODES)
+async def test_mysql_reads_text_as_sqlglot_writes_it_whatever_the_sql_mode(
+    mysql_url: str, sql_mode: str, sql: str
+) -> None:
+    """A server in ANSI_QUOTES / NO_BACKSLASH_ESCAPES mode (or a mode that implies them) would read the checked
+    text differently; the session drops those modes, so double quotes stay strings, backslashes stay escapes
+    and brackets stay brackets."""
     conn = await aiomysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
     try:
         async with conn.cursor() as cur:
             await cur.execute("SELECT @@GLOBAL.sql_mode")
             (previous,) = await cur.fetchone()
-            await cur.execute("SET GLOBAL sql_mode = 'ANSI_QUOTES,NO_BACKSLASH_ESCAPES,PIPES_AS_CONCAT'")
+            await cur.execute("SET GLOBAL sql_mode = %s", (sql_mode,))
         databases = CustomerDatabases()
         try:
-            result = await raw(
-                databases, mysql_url, "SELECT \"id\", 'a\\'b', 1 || 0 FROM accounts WHERE id = 1"
-            )
+            result: QueryResult | QueryFailed = await raw(databases, mysql_url, sql)
+        except QueryFailed as error:
+            result = error
         finally:
             await databases.close()
     finally:
         async with conn.cursor() as cur:
             await cur.execute("SET GLOBAL sql_mode = %s", (previous,))
         conn.close()
-    assert result.rows == [("id", "a'b", 1)]
+    if "[" in sql:  # no subscripts in MySQL: a syntax error, never the smuggled column
+        assert isinstance(result, QueryFailed) and "syntax" in str(result), result
+    else:
+        assert isinstance(result, QueryResult) and result.rows == [("id", "a'b", 1)], result
 
 
 async def test_mariadb_runs_regexp(dbs: CustomerDatabases, mysql_url: str) -> None:

@@ -200,6 +200,23 @@ DIALECT_REJECTIONS: list[tuple[str, str, str]] = [
     ("mysql", "SELECT 1; SELECT 2", "multiple_statements"),
     ("mysql", "SELECT 1 -- x\n; DROP TABLE city", "multiple_statements"),
     ("mysql", "SELECT name FROM city; UPDATE city SET name = 'x'", "multiple_statements"),
+    # MariaDB reads ROLLUP(x) / CUBE(x) as calls of stored functions of those names.
+    ("mysql", "SELECT country_id FROM city GROUP BY ROLLUP (country_id)", "forbidden"),
+    ("mysql", "SELECT country_id FROM city GROUP BY CUBE (country_id)", "forbidden"),
+    ("mysql", "SELECT name['], (SELECT secret FROM other.secrets) AS s, 1 ['] FROM city", "forbidden"),
+    # PostgreSQL reads q.f, where q has no column f, as the call f(q) (attribute notation), and (v).f as a
+    # field of v or the call f(v): record_out, pg_column_size, num_nulls ... run though never allowed.
+    ("postgres", "SELECT s.record_out FROM (SELECT 1 + 1) AS s", "unknown_column"),
+    ("postgres", "SELECT j.pg_column_size FROM json_each('{\"a\": 1}') AS j", "unknown_column"),
+    ("postgres", 'SELECT s.num_nulls FROM (SELECT 1 AS "NUM_NULLS") AS s', "unknown_column"),
+    (
+        "postgres",
+        'SELECT S.num_nulls FROM (SELECT 1 AS num_nulls) AS "S", (SELECT 2 AS z) AS s',
+        "unknown_column",
+    ),
+    ("postgres", 'SELECT c.pg_typeof FROM (SELECT name AS "PG_TYPEOF" FROM city) AS c', "unknown_column"),
+    ("postgres", "SELECT (s).pg_typeof FROM (SELECT 1 + 1) AS s", "forbidden"),
+    ("postgres", "SELECT (c).row_to_json FROM city AS c", "forbidden"),
 ]
 
 REJECTIONS = WRITE_CASES + DIALECT_REJECTIONS
@@ -288,6 +305,13 @@ ACCEPTED: list[tuple[str, str]] = [
     ("postgres", "SELECT name::text, population::numeric / 1000 FROM city"),
     ("postgres", "SELECT COUNT(*) FILTER (WHERE population > 10) FROM city"),
     ("postgres", "SELECT x FROM generate_series(1, 3) AS g(x)"),
+    ("postgres", "SELECT g.x FROM generate_series(1, 3) AS g(x)"),
+    ("postgres", "SELECT j.key, j.value FROM json_each('{\"a\": 1}') AS j(key, value)"),
+    ("postgres", 'SELECT t."Total" FROM (SELECT COUNT(*) AS "Total" FROM city) AS t'),
+    (
+        "postgres",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT r.n + 1 FROM r WHERE r.n < 3) SELECT r.n FROM r",
+    ),
     ("postgres", "SELECT c.* FROM city c"),
     ("postgres", "SELECT name FROM city -- the largest ones\nORDER BY population DESC"),
     ("mysql", "SELECT `name` FROM `city` WHERE `population` > 10 LIMIT 10, 5"),
@@ -300,6 +324,7 @@ ACCEPTED: list[tuple[str, str]] = [
         "FROM city",
     ),
     ("mysql", "SELECT 1 FROM dual"),
+    ("mysql", "SELECT country_id, COUNT(*) FROM city GROUP BY country_id WITH ROLLUP"),
     ("mysql", "SELECT DATE_FORMAT(founded, '%Y-%m') AS ym, COUNT(*) FROM city GROUP BY ym"),
     (
         "sqlite",
@@ -365,6 +390,8 @@ SCHEMA_CASES: list[tuple[str, str, str, str]] = [
     ("mysql", "SELECT name FROM citys", "unknown_table", "city"),
     ("mysql", "SELECT amount FROM city", "unknown_column", "amount"),
     ("mysql", "SELECT o.total FROM Orders o", "unknown_column", "o.total"),
+    ("postgres", "SELECT t.count FROM (SELECT COUNT(*) FROM city) AS t", "unknown_column", "count(t)"),
+    ("postgres", "SELECT j.key FROM json_each('{}') AS j", "unknown_column", "AS j(key, value)"),
 ]
 
 

@@ -223,3 +223,30 @@ async def test_engines_read_literals_and_names_as_the_check_did(
     seen = [p.this.this if isinstance(p.this, exp.Literal) else None for p in check.tree.expressions]
     assert list(result.rows[0]) == seen == [v for v, _ in values], (sql, check.checked.text)
     assert result.columns == [p.alias for p in check.tree.expressions], (sql, check.checked.text)
+
+
+#: Options of the database URL (the operator's) that must not change how the server reads what runs (the
+#: model's): in sjis and ujis Python encodes "¥" as the byte 0x5C, which the server reads as a backslash
+#: escaping the quote after it, so 'x¥'' AS a, (SELECT ...) AS s #' ran the smuggled subquery.
+URL_OPTIONS = [("mysql", "?charset=sjis"), ("mysql", "?charset=ujis"), ("mysql", "?charset=latin1")]
+_YEN_VALUES = ["x¥' AS a, 1 AS b #", "¥", "‾¥\\", "a¥'' b", "¥\\'"]
+
+
+@pytest.mark.parametrize(("dialect", "options"), URL_OPTIONS)
+async def test_url_options_do_not_change_how_the_engine_reads_what_runs(
+    dialect: str, options: str, engines: dict[str, tuple[str, SchemaInfo]]
+) -> None:
+    if dialect not in engines:
+        pytest.skip("no MariaDB/MySQL at 127.0.0.1:3306: install mariadb-server")
+    url, schema = engines[dialect]
+    projections = ", ".join(f"{_literal(dialect, v)} AS c{i}" for i, v in enumerate(_YEN_VALUES))
+    databases = CustomerDatabases()
+    try:
+        check, result = await databases.check_and_run(
+            url + options, f"SELECT {projections} FROM accounts", schema, timeout_s=5, row_limit=5
+        )
+    finally:
+        await databases.close()
+    assert check.checked is not None
+    assert result.columns == [f"c{i}" for i in range(len(_YEN_VALUES))], check.checked.text
+    assert list(result.rows[0]) == _YEN_VALUES

@@ -39,8 +39,28 @@ from services.core.values import MAX_VALUE_CHARS, MAX_VALUES_PER_COLUMN, MAX_VAL
 SAMPLE_SCAN_ROWS = 1000
 UNREACHABLE = {2002, 2003, 2005, 2006, 2013, 1040, 1203}
 TIMEOUTS = {1969, 3024}  # MariaDB max_statement_time, MySQL max_execution_time
-#: sql_mode flags that change how a statement's text is read; sqlglot writes for a server without them.
-_TEXT_MODES = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "PIPES_AS_CONCAT", "ANSI"})
+#: sql_mode flags that change how a statement's text is read; sqlglot writes for a server without them. The
+#: combination modes go too: setting one sets ANSI_QUOTES and PIPES_AS_CONCAT again, and MariaDB's MSSQL reads
+#: [...] as a quoted name and ORACLE switches to another grammar.
+_TEXT_MODES = frozenset(
+    {
+        "ANSI_QUOTES",
+        "NO_BACKSLASH_ESCAPES",
+        "PIPES_AS_CONCAT",
+        "ANSI",
+        "ORACLE",
+        "MSSQL",
+        "DB2",
+        "POSTGRESQL",
+        "MAXDB",
+        "MYSQL323",
+        "MYSQL40",
+    }
+)
+#: The connection's character set. The statement is sent encoded by Python's codec and read by the server's:
+#: only in UTF-8 do they agree on every character (Python encodes "¥" as byte 0x5C in sjis and ujis, which the
+#: server reads as a backslash escaping the quote after it), so a charset option in the URL is not used.
+_CHARSET = "utf8mb4"
 #: Global privileges a read-only account never needs (USAGE means none).
 _HARMLESS_GLOBAL = frozenset({"USAGE"})
 _READ_PRIVILEGES = frozenset({"SELECT", "SHOW VIEW"})
@@ -74,7 +94,7 @@ async def connect(url: str, timeout_s: float) -> aiomysql.Connection:
         user=parts.user or "root",
         password=parts.password or "",
         db=parts.database,
-        charset=parts.query.get("charset", "utf8mb4"),
+        charset=_CHARSET,
         connect_timeout=timeout_s,
         autocommit=False,
         local_infile=False,

@@ -2,9 +2,10 @@
 
 A statement runs on a pooled connection whose ``default_transaction_read_only`` is on and whose
 ``standard_conforming_strings`` is on (so the server reads string literals as sqlglot does), inside
-``BEGIN READ ONLY`` with ``SET LOCAL statement_timeout`` and ``SET LOCAL search_path`` to the project's
-registered schema, always rolled back; one statement per call (extended protocol). The pool resets every
-connection it takes back (advisory locks, cursors, LISTEN, settings), so no session state outlives a query.
+``BEGIN READ ONLY`` with ``SET LOCAL statement_timeout`` (set again to the time left before every fetch) and
+``SET LOCAL search_path`` to the project's registered schema, always rolled back; one statement per call
+(extended protocol). The pool resets every connection it takes back (advisory locks, cursors, LISTEN,
+settings), so no session state outlives a query.
 
 Values are sized on the server: when the statement's result has variable-length columns, it runs as the inner
 query of a fixed outer projection that sends NULL plus the size instead of any value over ``max_value_bytes``,
@@ -122,6 +123,17 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+async def _time_left(conn: asyncpg.Connection, deadline: float, limits: QueryLimits) -> float:
+    """Seconds left to the statement, which become the server's statement_timeout for its next step.
+    PostgreSQL starts the timeout afresh for every message of the extended protocol (a prepare, each fetch
+    from a cursor), so one statement_timeout set at the start would allow a full timeout per batch of rows."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise QueryTimeout(f"query exceeded the {limits.timeout_s:g} s time limit")
+    await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}")
+    return left
+
+
 def size_guarded(text: str, types: Sequence[str], max_value_bytes: int) -> tuple[str, list[int]] | None:
     """The statement inside an outer projection that sends NULL instead of a value over the limit, and the
     value's size in an extra column; None when every column has a fixed size. Returns the SQL and, per result
@@ -194,10 +206,11 @@ class PostgresEngine:
             raise unavailable(url, error) from None
         try:
             started = time.monotonic()
+            deadline = started + limits.timeout_s
             transaction = conn.transaction(readonly=True)
             await transaction.start()
             try:
-                await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(limits.timeout_s * 1000))}")
+                await _time_left(conn, deadline, limits)
                 if namespace:
                     # The project's schema as registered, never the URL's options; pg_catalog stays first.
                     await conn.execute(f"SET LOCAL search_path = {quote(namespace)}")
@@ -208,25 +221,26 @@ class PostgresEngine:
                 attributes = statement.get_attributes()
                 columns = [a.name for a in attributes]
                 budget = ResultBudget(limits)
-                if columns:
-                    types = [a.type.name if a.type.kind == "scalar" else a.type.kind for a in attributes]
-                    guard = size_guarded(text, types, limits.max_value_bytes)
-                    size_at: list[int] = []
-                    if guard is not None:
-                        statement = await conn.prepare(guard[0])
-                        size_at = guard[1]
-                    cursor = await statement.cursor()
-                    # With the guard every value is at most the value limit; without it, small and fixed.
-                    size = budget.batch(len(columns), None if guard is not None else 64)
-                    while True:
-                        records = await asyncio.wait_for(cursor.fetch(size), limits.timeout_s + 5)
-                        if not records:
-                            break
-                        rows = [self._row(r, size_at, len(columns), limits, budget) for r in records]
-                        if not all(budget.add(row) for row in rows):
-                            break
-                else:
-                    await asyncio.wait_for(statement.fetch(), limits.timeout_s + 5)
+                # Rows without columns (SELECT FROM t) are fetched in batches too: counted against the row
+                # limit, not collected whole.
+                types = [a.type.name if a.type.kind == "scalar" else a.type.kind for a in attributes]
+                guard = size_guarded(text, types, limits.max_value_bytes)
+                size_at: list[int] = []
+                if guard is not None:
+                    await _time_left(conn, deadline, limits)
+                    statement = await conn.prepare(guard[0])
+                    size_at = guard[1]
+                cursor = await statement.cursor()
+                # With the guard every value is at most the value limit; without it, small and fixed.
+                size = budget.batch(len(columns), None if guard is not None else 64)
+                while True:
+                    left = await _time_left(conn, deadline, limits)
+                    records = await asyncio.wait_for(cursor.fetch(size), left + 5)
+                    if not records:
+                        break
+                    rows = [self._row(r, size_at, len(columns), limits, budget) for r in records]
+                    if not all(budget.add(row) for row in rows):
+                        break
             finally:
                 if not conn.is_closed():
                     try:

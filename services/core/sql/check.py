@@ -282,6 +282,17 @@ def _safety_checks(tree: exp.Expr, schema: SchemaInfo, dialect: str) -> None:
                 raise _Reject("forbidden", f"the type {node.sql(dialect=dialect)} is not allowed here")
         if isinstance(node, exp.Var) and not _PLAIN_WORD.match(str(node.this)):
             raise _Reject("forbidden", f"{node.this!r} is not a keyword that may stand here")
+        if (
+            dialect == "mysql"
+            and isinstance(node, (exp.Rollup, exp.Cube, exp.GroupingSets))
+            and node.expressions
+        ):
+            # MySQL has only GROUP BY ... WITH ROLLUP: it reads ROLLUP(x) and CUBE(x) as calls of stored
+            # functions of those names.
+            raise _Reject("forbidden", "MySQL groups with GROUP BY ... WITH ROLLUP only, not ROLLUP(...)")
+        if dialect == "mysql" and isinstance(node, exp.Bracket):
+            # MySQL has no subscripts; MariaDB in MSSQL mode reads [...] as a quoted name.
+            raise _Reject("forbidden", "subscripts (x[...]) are not MySQL syntax")
         if isinstance(node, (exp.CharacterSet, exp.Introducer)):
             raise _Reject("forbidden", "character-set clauses and introducers are not allowed")
         if isinstance(node, exp.SessionParameter):
@@ -304,6 +315,13 @@ def _safety_checks(tree: exp.Expr, schema: SchemaInfo, dialect: str) -> None:
                     f'{ident.name} is PostgreSQL\'s keyword for a server function; write "{ident.name}" '
                     "(in double quotes) to mean a column of that name",
                 )
+        if (
+            isinstance(node, exp.Dot)
+            and dialect == "postgres"
+            and isinstance(node.expression, exp.Identifier)
+        ):
+            # (value).name selects a field, or calls the function name(value) where there is no such field.
+            raise _Reject("forbidden", f"field selection ({node.sql(dialect=dialect)}) is not allowed")
         if isinstance(node, exp.Dot):
             qualifier = node.this
             if isinstance(qualifier, (exp.Var, exp.Identifier, exp.Column)):
@@ -597,7 +615,93 @@ class _Resolver:
                 )
             )
             return
+        if self.dialect == "postgres" and self.schema is not None and not self._pg_is_column(column, chain):
+            self.errors.append(
+                (
+                    "unknown_column",
+                    f"{qualifier}.{column.name} is not a column the check can find in {qualifier} exactly as "
+                    f"PostgreSQL names it, and PostgreSQL would read it as a call {column.name}({qualifier}); "
+                    "name the columns of derived tables and table functions with AS (e.g. AS j(key, value)) "
+                    "and refer to them by exactly those names",
+                )
+            )
+            return
         self._record(source, name)
+
+    # -- PostgreSQL: q.name is a column, or else a call of the function name(q)
+
+    def _pg_is_column(self, column: exp.Column, chain: list[Scope]) -> bool:
+        """Whether PostgreSQL reads the qualified reference as a column: the relation it binds the qualifier
+        to (names compared as PostgreSQL folds them) has a column of exactly that name. Where it has none,
+        PostgreSQL calls a function of that name on the whole row (attribute notation), so whatever the
+        check cannot confirm is refused."""
+        qualifier, db = column.args.get("table"), column.args.get("db")
+        if not isinstance(qualifier, exp.Identifier) or column.args.get("catalog") is not None:
+            return False
+        if db is not None and (
+            not isinstance(db, exp.Identifier) or self.schema is None or _pg_name(db) != self.schema.namespace
+        ):
+            return False
+        wanted = _pg_name(qualifier)
+        for scope in chain:
+            for node, source in _selected(scope).values():
+                alias = _pg_alias(node)
+                if alias is None or _pg_name(alias) != wanted:
+                    continue
+                if db is not None and not (isinstance(source, exp.Table) and _table_alias(node) is None):
+                    return False  # schema.t.c binds only to the unaliased table schema.t in FROM
+                names = self._pg_columns(node, source)
+                return names is not None and _pg_name(column.this) in names
+        return False
+
+    def _pg_columns(
+        self, node: exp.Expr | None, source: exp.Table | Scope, depth: int = 0
+    ) -> set[str] | None:
+        """A source's output column names exactly as PostgreSQL names them; None when not known."""
+        if depth > 20:
+            return None
+        alias = _table_alias(node) if node is not None else None
+        if alias is not None and alias.columns:
+            return {_pg_name(c) for c in alias.columns}
+        if isinstance(source, exp.Table):
+            known = self._schema_table(source) if isinstance(source.this, exp.Identifier) else None
+            return {c.name for c in known.columns} if known is not None else None
+        parent = source.expression.parent
+        while isinstance(parent, (exp.SetOperation, exp.Subquery)):
+            parent = parent.parent
+        if isinstance(parent, exp.CTE) and parent.args.get("alias") and parent.args["alias"].columns:
+            return {_pg_name(c) for c in parent.args["alias"].columns}
+        expression = (
+            source.expression.unnest() if isinstance(source.expression, exp.Subquery) else source.expression
+        )
+        if isinstance(expression, exp.SetOperation):
+            scopes = source.set_operation_scopes
+            return self._pg_columns(None, scopes[0], depth + 1) if scopes else None
+        if not isinstance(expression, exp.Select):
+            return None
+        names: set[str] = set()
+        for projection in expression.expressions:
+            if isinstance(projection, exp.Alias) and isinstance(projection.args.get("alias"), exp.Identifier):
+                names.add(_pg_name(projection.args["alias"]))
+            elif isinstance(projection, exp.Column) and isinstance(projection.this, exp.Identifier):
+                names.add(_pg_name(projection.this))
+            elif isinstance(projection, exp.Star) or (
+                isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star)
+            ):
+                star_of = projection.args.get("table") if isinstance(projection, exp.Column) else None
+                for inner_node, inner in _selected(source).values():
+                    inner_alias = _pg_alias(inner_node)
+                    if star_of is not None and (
+                        inner_alias is None or _pg_name(inner_alias) != _pg_name(star_of)
+                    ):
+                        continue
+                    cols = self._pg_columns(inner_node, inner, depth + 1)
+                    if cols is None:
+                        return None
+                    names |= cols
+            else:
+                return None
+        return names
 
     def _check_unqualified(
         self, column: exp.Column, name: str, chain: list[Scope], aliases: set[str]
@@ -655,6 +759,30 @@ class _Resolver:
                 self.columns.add(f"{known.name.lower()}.{(column.name if column else name).lower()}")
             elif self.schema is None:
                 self.columns.add(f"{table_name}.{name}")
+
+
+def _pg_name(identifier: exp.Expr) -> str:
+    """A name as PostgreSQL reads it: unquoted names fold to lower case, quoted ones stay as written."""
+    if isinstance(identifier, exp.Identifier) and identifier.quoted:
+        return identifier.name
+    return identifier.name.lower()
+
+
+def _table_alias(node: exp.Expr) -> exp.TableAlias | None:
+    alias = node.args.get("alias")
+    if alias is None and isinstance(node.parent, exp.Subquery):
+        alias = node.parent.args.get("alias")  # a derived table: the alias is on its parentheses
+    return alias if isinstance(alias, exp.TableAlias) else None
+
+
+def _pg_alias(node: exp.Expr) -> exp.Identifier | None:
+    """The name a FROM item is known by: its alias, else (a table) its own name."""
+    alias = _table_alias(node)
+    if alias is not None and isinstance(alias.this, exp.Identifier):
+        return alias.this
+    if alias is None and isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
+        return node.this
+    return None
 
 
 def _selected(scope: Scope) -> dict[str, tuple[exp.Expr, exp.Table | Scope]]:
