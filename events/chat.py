@@ -113,10 +113,13 @@ class ChatAnswer(Event):
         description="How sure querylift is of this answer (calibrated on the benchmark); below 0.5 an upstream "
         "product may show it as a draft.",
     )
-    confidence_basis: Literal["verified_example", "adapted_example", "agreement", "single_candidate"] = Field(
+    confidence_basis: Literal[
+        "verified_example", "adapted_example", "composed_examples", "agreement", "single_candidate"
+    ] = Field(
         "single_candidate",
         description="What the confidence rests on: a verified example's SQL (the question that example's with "
         "other values); a verified example adapted through the values the question names for the same columns; "
+        "two verified examples, one nested in the other (a question of a new shape made of two known ones); "
         "the share of sampled candidates whose result agreed; or a single candidate (its check outcome and "
         "result).",
     )

@@ -78,6 +78,8 @@ def generation_config(settings: Settings) -> GenerationConfig:
         literal_word_fixes=settings.literal_word_fixes,
         value_check=settings.value_hints,
         value_templates=settings.value_templates,
+        shape_templates=settings.shape_templates,
+        composed_answers=settings.composed_answers,
         vote_candidates=settings.vote_candidates,
         repair_rounds=settings.repair_rounds,
         repair_runaways=settings.repair_runaways,
@@ -103,6 +105,8 @@ async def build_handler(
             o.embedder or get_embedder(settings.embedding_model, cache_size=settings.embedding_cache_size),
             top_k=settings.retrieval_top_k,
             fewshot_k=settings.fewshot_top_k,
+            parts=settings.retrieval_parts,
+            part_similarity=settings.retrieval_part_similarity,
         )
     if name == "generation":
         return GenerationHandler(

@@ -137,6 +137,19 @@ CASES: list[tuple[str, str, str, str | None]] = [
         "SELECT name FROM customers WHERE city = 'paris'",
         None,
     ),
+    # A clause in the place of a value describes something; it is not a value to write into the SQL.
+    (
+        "what rivers are in states that border texas",
+        "what rivers are in new mexico",
+        "SELECT river_name FROM river WHERE traverse = 'new mexico'",
+        None,
+    ),
+    (
+        "how long is the longest river in california",
+        "how long is the mississippi",
+        "SELECT length FROM river WHERE river_name = 'mississippi'",
+        None,
+    ),
     # SQL that does not tokenize.
     ("biggest city in arizona", "biggest city in kansas", "SELECT 'kansas", None),
 ]

@@ -339,8 +339,7 @@ def test_examples_adapt_through_the_values_the_question_names(
 def test_values_mask_a_question_as_its_example_is_masked_by_its_sql() -> None:
     """An example is embedded with its SQL's literals masked; a new question with the values the index
     finds in it masked: questions of one shape then read the same, whatever the values."""
-    from services.core.examples.masking import mask_question
-    from services.core.examples.store import sql_values
+    from services.core.examples.masking import mask_question, sql_values
 
     example_sql = "SELECT population FROM city WHERE city_name = 'austin' AND state_name = 'texas'"
     assert sql_values(example_sql, "sqlite") == ["austin", "texas"]

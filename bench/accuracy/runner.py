@@ -222,7 +222,8 @@ class AccuracyBench:
     async def _context(
         self, state: _ProjectState, strategy: Strategy, item: TestItem
     ) -> tuple[list[ContextExample], list[ContextExample]]:
-        top_k, fewshot_k = strategy.retrieval_k(strategy.settings_for(self.settings))
+        settings = strategy.settings_for(self.settings)
+        top_k, fewshot_k = strategy.retrieval_k(settings)
         if top_k == 0 and fewshot_k == 0:
             return [], []
         # The retrieval consumer's rules: the project's own examples first, library ones only fill the room
@@ -243,6 +244,8 @@ class AccuracyBench:
                     if state.values is not None and (strategy.values or strategy.product_wiring)
                     else []
                 ),
+                parts=settings.retrieval_parts,
+                part_min_similarity=settings.retrieval_part_similarity,
             )
         fewshot: list[ContextExample] = []
         room = max(0, fewshot_k - max(0, len(examples) - top_k // 2))

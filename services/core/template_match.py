@@ -33,6 +33,9 @@ _DROPPABLE = frozenset({"a", "an", "the"})
 # What a value typed in a question may contain. Anything else (quotes of another kind, backslashes,
 # semicolons, comment markers) is not a name or a number and is never written into SQL.
 _SAFE_VALUE = re.compile(r"[^\W_]+(?:[ .,'’&/:-]+[^\W_]+)*\.?")
+#: Words that start a clause: a span holding one ("states that border texas", "longest river in california") is
+#: a description of something, not a value, even where the example had a value in its place.
+_CLAUSE_WORDS = frozenset("that which who whom whose where than with in".split())
 
 
 class ExampleLike(Protocol):
@@ -131,6 +134,10 @@ def adapt(
 
     def swap(old: str, new: str) -> bool:
         if not _SAFE_VALUE.fullmatch(new):
+            return False
+        if any(w.key in _CLAUSE_WORDS for w in _words(new)) and not any(
+            w.key in _CLAUSE_WORDS for w in _words(old)
+        ):
             return False
         key = old.lower()
         if key not in by_value or swaps.get(key, (old, new))[1].lower() != new.lower():

@@ -12,6 +12,7 @@ caller checks and runs the adapted SQL and answers from it only when the result 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,8 @@ from typing import Protocol
 import sqlglot
 from sqlglot import exp
 
+from services.core.examples.masking import sql_values
+from services.core.examples.parts import shape
 from services.core.schema import SchemaInfo
 from services.core.sql.dialects import glot_dialect
 from services.core.values import ValueIndex, ValueMatch, column_literals, normalize
@@ -61,6 +64,46 @@ def value_adaptations(
     return out
 
 
+def shape_adaptations(
+    question: str,
+    examples: Sequence[_Example],
+    schema: SchemaInfo,
+    index: ValueIndex,
+    *,
+    limit: int = 2,
+) -> list[ValueAdaptation]:
+    """Examples that ask what ``question`` asks in other words (``parts.shape``: the same content words in the
+    same order once function words, plural and -ing endings and the direction of a superlative are set
+    aside: "which state has the highest population" for "what is the state with the largest population"),
+    with the question's values in place of theirs; in the examples' order."""
+    mentioned = index.matches(question)
+    ours = shape(question, [m.phrase for m in mentioned])
+    out: list[ValueAdaptation] = []
+    for example in examples:
+        if len(out) >= limit:
+            break
+        if ours != shape(example.question, sql_values(example.sql, schema.dialect)):
+            continue
+        sql = with_values(example.question, example.sql, schema, mentioned)
+        if sql is not None and sql not in {a.sql for a in out}:
+            out.append(ValueAdaptation(example_id=example.example_id, sql=sql, substitutions=()))
+    return out
+
+
+def with_values(
+    example_question: str, example_sql: str, schema: SchemaInfo, mentioned: Sequence[ValueMatch]
+) -> str | None:
+    """``example_sql`` for a question naming ``mentioned``: as it is when those are its own values (or there
+    are none), with them swapped in for its values of the same columns otherwise; None when they do not fit."""
+    if not mentioned:
+        return example_sql
+    swapped = swap_values(example_question, example_sql, schema, mentioned)
+    if swapped is not None:
+        return swapped[0]
+    own = {v.lower() for v in sql_values(example_sql, schema.dialect)}
+    return example_sql if all(m.value.lower() in own for m in mentioned) else None
+
+
 #: Words that carry no part of what is asked (superlatives and the like do, so they are not here).
 _FUNCTION_WORDS = frozenset(
     """a an the of in on at to for by with from and or is are was were be been do does did what which who whom
@@ -69,28 +112,44 @@ _FUNCTION_WORDS = frozenset(
 )
 
 
-def _content(text: str, values: list[str]) -> set[str]:
+def _content(text: str, values: list[str]) -> Counter[str]:
     value_words = {w for v in values for w in normalize(v).split()}
-    return {w for w in normalize(text).split() if w not in value_words and w not in _FUNCTION_WORDS}
+    return Counter(w for w in normalize(text).split() if w not in value_words and w not in _FUNCTION_WORDS)
 
 
 def _same_ask(question: str, example: str, question_values: list[str], example_values: list[str]) -> bool:
     """Whether the two questions differ, values aside, by at most one content word put for another
     ("neighbor" for "border", "reside" for "live"). A word more ("cities in states that border X" against
     "states that border X"), a word less ("cities in X" against "major cities in X") or several asks something
-    else."""
+    else; so does a word said twice where the other says it once ("states that border states that border X"
+    against "states that border X")."""
     mine, theirs = _content(question, question_values), _content(example, example_values)
-    return len(mine - theirs) == len(theirs - mine) <= 1
+    return (mine - theirs).total() == (theirs - mine).total() <= 1
 
 
 def _adapt(
     question: str, example: _Example, schema: SchemaInfo, mentioned: list[ValueMatch]
 ) -> ValueAdaptation | None:
+    swapped = swap_values(example.question, example.sql, schema, mentioned)
+    if swapped is None:
+        return None
+    sql, replacements = swapped
+    if not _same_ask(question, example.question, [m.phrase for m in mentioned], [v for v, _ in replacements]):
+        return None
+    return ValueAdaptation(example_id=example.example_id, sql=sql, substitutions=replacements)
+
+
+def swap_values(
+    example_question: str, example_sql: str, schema: SchemaInfo, mentioned: Sequence[ValueMatch]
+) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """``example_sql`` with each literal its question named replaced by the ``mentioned`` value found in the
+    same column, and the (old, new) pairs; None when a literal has no such value, a mentioned value has no
+    place, or nothing changes. Whether the two questions ask the same thing is the caller's to judge."""
     try:
-        tree = sqlglot.parse_one(example.sql, read=glot_dialect(schema.dialect))
+        tree = sqlglot.parse_one(example_sql, read=glot_dialect(schema.dialect))
     except Exception:  # an example that no longer parses adapts to nothing
         return None
-    asked = set(normalize(example.question).split())
+    asked = set(normalize(example_question).split())
     replacements: dict[str, str] = {}
     used: set[int] = set()
     for literal, columns in column_literals(tree, schema):
@@ -115,17 +174,11 @@ def _adapt(
         replacements[value] = mentioned[choice].value
     if not replacements or used != set(range(len(mentioned))) or all(k == v for k, v in replacements.items()):
         return None  # nothing swapped, or the question names values the example has no place for
-    if not _same_ask(question, example.question, [m.phrase for m in mentioned], list(replacements)):
-        return None
     copy = tree.copy()
     for literal, _ in column_literals(copy, schema):
         if literal.this in replacements:
             literal.replace(exp.Literal.string(replacements[literal.this]))
-    return ValueAdaptation(
-        example_id=example.example_id,
-        sql=copy.sql(dialect=glot_dialect(schema.dialect), comments=False),
-        substitutions=tuple(replacements.items()),
-    )
+    return copy.sql(dialect=glot_dialect(schema.dialect), comments=False), tuple(replacements.items())
 
 
-__all__ = ["ValueAdaptation", "value_adaptations"]
+__all__ = ["ValueAdaptation", "shape_adaptations", "swap_values", "value_adaptations", "with_values"]

@@ -15,10 +15,12 @@ answer carries a confidence (``voting``).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from events import ChartSpec, ContextExample, ErrorCode, Turn
+from services.core.composition import compositions
 from services.core.customer_db import (
     CustomerDatabases,
     DatabaseUnavailable,
@@ -31,7 +33,7 @@ from services.core.prompt import PromptOptions, build_prompt, build_repair_messa
 from services.core.schema import SchemaInfo
 from services.core.sql import check_sql, extract_sql
 from services.core.template_match import adaptations
-from services.core.value_templates import value_adaptations
+from services.core.value_templates import shape_adaptations, value_adaptations
 from services.core.values import ValueIndex
 from services.generation.answer_text import summarize
 from services.generation.candidates import Candidate, run_candidate
@@ -73,6 +75,12 @@ class GenerationConfig:
     #: columns (needs the value index; services.core.value_templates), when the strict template match fails.
     value_templates: bool = False
     value_template_min_score: float = 0.75
+    #: Answer from an example that asks the same in other words (services.core.value_templates
+    #: .shape_adaptations: the same content words in order), the question's values swapped in.
+    shape_templates: bool = False
+    #: Answer a question of a new shape from two verified examples, one nested in the other
+    #: (services.core.composition), when no template answers; needs the value index.
+    composed_answers: bool = False
     #: Spend a repair round on a reply that was cut off (it looped or reached max_tokens) or on SQL that ran
     #: into the time limit. Off: the same model with the same prompt tends to loop again or keep the same
     #: joins, and such a round costs a second decode or a second time limit.
@@ -159,7 +167,7 @@ async def generate_answer(
                 candidates=1,
                 empty=False,
                 repaired=False,
-                adapted=from_example.confidence_basis == "adapted_example",
+                basis=from_example.confidence_basis,
             )
             return _finish(from_example, question, timings)
     started = time.perf_counter()
@@ -381,59 +389,100 @@ async def _answer_from_example(
 ) -> GenerationResult | None:
     """The first adapted project example that passes the static check and returns rows, or None: strict
     template matches first, then (with a value index) examples adapted through the values the question names
-    for the same columns. Only a result with something in it counts: no rows, or one row of zeros and NULLs
-    (a COUNT or SUM over nothing), usually means the swapped value belongs to another column or is not in the
-    data, and the model does better there."""
-    started = time.perf_counter()
+    for the same columns, then two examples composed (``composed_answers``). Only a result with something in
+    it counts: no rows, or one row of zeros and NULLs (a COUNT or SUM over nothing), usually means the swapped
+    value belongs to another column or is not in the data, and the model does better there."""
     project = [e for e in examples if e.source == "project"]
-    tries: list[tuple[str, str, bool]] = [
-        (a.example_id, a.sql, True)
-        for a in adaptations(question, project, schema.dialect, limit=config.template_tries)
-    ]
-    if values is not None and config.value_templates:
-        tries += [
-            (a.example_id, a.sql, False)
-            for a in value_adaptations(
-                question,
-                project,
-                schema,
-                values,
-                min_score=config.value_template_min_score,
-                limit=config.template_tries,
+    for tries in _example_tries(question, project, schema, config, values, timings):
+        for example_id, candidate_sql, basis, single in tries:
+            answer = await _run_example(databases, database_url, schema, config, timings, candidate_sql)
+            if answer is None:
+                continue
+            sql, result = answer
+            if single and len({tuple(row) for row in result.rows}) > 1:
+                continue  # the question asks for one thing; several answers answer another question
+            return GenerationResult(
+                ok=True,
+                sql=sql,
+                result=result,
+                schema_valid=True,
+                executed=True,
+                attempts=0,
+                model=EXAMPLE_MODEL,
+                sql_source="example",
+                example_id=example_id,
+                confidence_basis=basis,
             )
-        ]
-    _add(timings, "template", started)
-    for example_id, candidate_sql, strict in tries:
-        started = time.perf_counter()
-        check = check_sql(candidate_sql, schema)
-        _add(timings, "check", started)
-        if check.checked is None:
-            continue
-        sql = check.checked.text
-        started = time.perf_counter()
-        try:
-            result = await databases.run(
-                database_url, check.checked, timeout_s=config.timeout_s, row_limit=config.row_limit
-            )
-        except (QueryFailed, QueryTimeout):
-            continue
-        finally:
-            _add(timings, "execute", started)
-        if _says_nothing(result):
-            continue
-        return GenerationResult(
-            ok=True,
-            sql=sql,
-            result=result,
-            schema_valid=True,
-            executed=True,
-            attempts=0,
-            model=EXAMPLE_MODEL,
-            sql_source="example",
-            example_id=example_id,
-            confidence_basis="verified_example" if strict else "adapted_example",
-        )
     return None
+
+
+def _example_tries(
+    question: str,
+    project: list[ContextExample],
+    schema: SchemaInfo,
+    config: GenerationConfig,
+    values: ValueIndex | None,
+    timings: dict[str, float],
+) -> Iterator[list[tuple[str, str, Basis, bool]]]:
+    """Adapted queries in the order they are tried, in groups: each group is only worked out once the ones
+    before it answered nothing. The flag: whether the answer must be a single row."""
+    started = time.perf_counter()
+    strict = adaptations(question, project, schema.dialect, limit=config.template_tries)
+    _add(timings, "template", started)
+    yield [(a.example_id, a.sql, "verified_example", False) for a in strict]
+    if values is None:
+        return
+    if config.shape_templates:
+        started = time.perf_counter()
+        reworded = shape_adaptations(question, project, schema, values, limit=config.template_tries)
+        _add(timings, "template", started)
+        yield [(a.example_id, a.sql, "adapted_example", False) for a in reworded]
+    if config.value_templates:
+        started = time.perf_counter()
+        adapted = value_adaptations(
+            question,
+            project,
+            schema,
+            values,
+            min_score=config.value_template_min_score,
+            limit=config.template_tries,
+        )
+        _add(timings, "template", started)
+        yield [(a.example_id, a.sql, "adapted_example", False) for a in adapted]
+    if config.composed_answers:
+        started = time.perf_counter()
+        composed = compositions(question, project, schema, values, limit=config.template_tries)
+        _add(timings, "template", started)
+        yield [(f"{c.outer_id}+{c.inner_id}", c.sql, "composed_examples", c.single) for c in composed]
+
+
+async def _run_example(
+    databases: CustomerDatabases,
+    database_url: str,
+    schema: SchemaInfo,
+    config: GenerationConfig,
+    timings: dict[str, float],
+    candidate_sql: str,
+) -> tuple[str, QueryResult] | None:
+    """The checked text and result of an adapted query, or None when it fails the check, does not run or
+    says nothing."""
+    started = time.perf_counter()
+    check = check_sql(candidate_sql, schema)
+    _add(timings, "check", started)
+    if check.checked is None:
+        return None
+    started = time.perf_counter()
+    try:
+        result = await databases.run(
+            database_url, check.checked, timeout_s=config.timeout_s, row_limit=config.row_limit
+        )
+    except (QueryFailed, QueryTimeout):
+        return None
+    finally:
+        _add(timings, "execute", started)
+    if _says_nothing(result):
+        return None
+    return check.checked.text, result
 
 
 def _says_nothing(result: QueryResult) -> bool:

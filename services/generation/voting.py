@@ -17,7 +17,15 @@ from typing import Literal
 
 from services.generation.candidates import Candidate
 
-Basis = Literal["verified_example", "adapted_example", "agreement", "single_candidate"]
+Basis = Literal["verified_example", "adapted_example", "composed_examples", "agreement", "single_candidate"]
+
+
+#: Answers from examples, by how directly the example asked the question (calibrated in bench/README.md).
+_EXAMPLE_CONFIDENCE: dict[str, float] = {
+    "verified_example": 0.95,
+    "adapted_example": 0.8,
+    "composed_examples": 0.6,
+}
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,10 @@ def confidence(
     candidates: int,
     empty: bool,
     repaired: bool,
-    adapted: bool = False,
+    basis: Basis = "verified_example",
 ) -> tuple[float, Basis]:
     if from_example:
-        return (0.8, "adapted_example") if adapted else (0.95, "verified_example")
+        return _EXAMPLE_CONFIDENCE.get(basis, 0.95), basis
     if vote_result is None or candidates <= 1:
         score = 0.45 - (0.15 if empty else 0.0) - (0.1 if repaired else 0.0)
         return round(max(score, 0.05), 3), "single_candidate"

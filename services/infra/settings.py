@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     )
     retrieval_top_k: int = Field(4, ge=0, description="Project examples per prompt.")
     fewshot_top_k: int = Field(2, ge=0, description="Domain-library examples per prompt.")
+    retrieval_parts: int = Field(
+        0,
+        ge=0,
+        le=2,
+        description="When no example is the question with other values: examples for its parts (an inner "
+        "phrase such as 'the state with the largest city' and the question around it) put first in the "
+        "prompt, at most this many (0: off).",
+    )
+    retrieval_part_similarity: float = Field(
+        0.85, ge=0, le=1, description="Cosine similarity both part examples need (QUERYLIFT_RETRIEVAL_PARTS)."
+    )
 
     # --- customer databases ---------------------------------------------------------------------------
     sql_timeout_s: float = Field(10.0, gt=0, description="Statement timeout on customer databases.")
@@ -202,6 +213,18 @@ class Settings(BaseSettings):
         description="Answer from a very similar verified example adapted through the values the question names "
         "for the same columns, when the strict template match fails (checked, run, kept only when it returns "
         "something).",
+    )
+    shape_templates: bool = Field(
+        False,
+        description="Answer from a verified example that asks the same in other words (the same content words "
+        "in the same order once function words, plural endings and the direction of a superlative are set "
+        "aside), with the question's values swapped in (checked, run, kept only when it returns something).",
+    )
+    composed_answers: bool = Field(
+        False,
+        description="Answer a question of a new shape from two verified examples, one nested in the other "
+        "('area of the state with the smallest density' from 'area of texas' and 'state with the smallest "
+        "density'), when no example answers it alone (checked, run, kept only when it returns something).",
     )
     mechanical_fixes: bool = Field(
         True,

@@ -36,6 +36,8 @@ class RetrievalHandler(BaseHandler):
         *,
         top_k: int,
         fewshot_k: int,
+        parts: int = 0,
+        part_similarity: float = 0.85,
         library: FewshotLibrary | None = None,
     ) -> None:
         self.pool = pool
@@ -43,6 +45,8 @@ class RetrievalHandler(BaseHandler):
         self.embedder = embedder
         self.top_k = top_k
         self.fewshot_k = fewshot_k
+        self.parts = parts
+        self.part_similarity = part_similarity
         self.library = library or FewshotLibrary()
         self.values = ValueIndexes(pool)
 
@@ -89,6 +93,8 @@ class RetrievalHandler(BaseHandler):
                 schema=schema,
                 k=self.top_k,
                 known_values=await self._known_values(event),
+                parts=self.parts,
+                part_min_similarity=self.part_similarity,
             )
         fewshot = []
         # The project's own examples take precedence: library examples only fill what they leave open.

@@ -231,6 +231,17 @@ def skeleton_similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(a=ta, b=tb, autojunk=False).ratio()
 
 
+def sql_values(sql: str, dialect: str) -> list[str]:
+    """The string literals of a query: the values its question names (masked as such when it is embedded)."""
+    try:
+        tree = sqlglot.parse_one(sql, read=SQLGLOT_DIALECT.get(dialect, dialect))
+    except SqlglotError:  # unreadable SQL names no values
+        return []
+    if tree is None:
+        return []
+    return [str(node.this) for node in tree.find_all(exp.Literal) if node.is_string]
+
+
 def retrieval_text(question: str, masked: str) -> str:
     """The text embedded for a project's own examples: the question followed by its masked form.
 

@@ -19,13 +19,11 @@ from typing import Any
 
 import asyncpg
 import numpy as np
-import sqlglot
-from sqlglot import exp
 
 from services.core.examples.embedder import Embedder
 from services.core.examples.index import VectorIndex, parse_vector, vector_literal
-from services.core.examples.masking import mask_question, retrieval_text, sql_skeleton
-from services.core.schema import SQLGLOT_DIALECT, SchemaInfo
+from services.core.examples.masking import mask_question, retrieval_text, sql_skeleton, sql_values
+from services.core.schema import SchemaInfo
 from services.core.sql import referenced_names
 
 log = logging.getLogger(__name__)
@@ -90,15 +88,6 @@ class _Derived:
     tables: list[str]
     columns: list[str]
     vector: np.ndarray
-
-
-def sql_values(sql: str, dialect: str) -> list[str]:
-    """The string literals of a query: the values its question names (masked as such when it is embedded)."""
-    try:
-        tree = sqlglot.parse_one(sql, read=SQLGLOT_DIALECT.get(dialect, dialect))
-    except Exception:  # unreadable SQL names no values
-        return []
-    return [str(node.this) for node in tree.find_all(exp.Literal) if node.is_string]
 
 
 async def _derive(embedder: Embedder, question: str, sql: str, schema: SchemaInfo) -> _Derived:
