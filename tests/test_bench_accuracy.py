@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from bench.accuracy.data import discover_projects
-from bench.accuracy.report import markdown_table, predictions_path
+from bench.accuracy.report import markdown_table, predictions_path, results_table
 from bench.accuracy.runner import AccuracyOptions, run_accuracy
 from bench.accuracy.scoring import METRIC_KEYS
 from services.infra.llm.scripted import ScriptedLLM
@@ -338,3 +339,16 @@ def test_a_variant_that_cannot_be_built_is_refused_before_anything_runs(spec: st
 
     with pytest.raises(ValueError):
         variant(spec)
+
+
+def test_the_table_names_a_variant_in_full() -> None:
+    """A variant's name holds brackets, which the table must print as text rather than read as markup."""
+    entry = {
+        "status": "ok", "n": 1, "accuracy": 1.0, "accuracy_pattern_seen": 1.0, "accuracy_pattern_new": None,
+        "executes": 1.0, "schema_valid": 1.0, "latency_p50_s": 0.1, "latency_p95_s": 0.1,
+        "prompt_tokens_mean": 10.0, "from_example": 0.0,
+    }  # fmt: skip
+    document = {"projects": {"p": {"strategies": {"product[repair_rounds=0]": entry}}}}
+    console = Console(record=True, width=300)
+    console.print(results_table(document))
+    assert "product[repair_rounds=0]" in console.export_text()

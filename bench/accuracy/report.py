@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.accuracy.curve import default_plot_path, plot_learning_curve
@@ -50,9 +51,11 @@ def results_table(document: dict[str, Any]) -> Table:
         ("from example", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for project, strategy, entry in rows(document):
+    for project, name, entry in rows(document):
+        # A variant's name ("product[repair_rounds=0]") is text, not rich markup.
+        strategy = escape(name)
         if entry.get("status") != "ok":
-            table.add_row(project, strategy, "", f"skipped: {entry.get('reason', '')}"[:60])
+            table.add_row(project, strategy, "", escape(f"skipped: {entry.get('reason', '')}"[:60]))
             continue
         table.add_row(
             project,
