@@ -114,12 +114,18 @@ class ChatAnswer(Event):
         "product may show it as a draft.",
     )
     confidence_basis: Literal[
-        "verified_example", "adapted_example", "composed_examples", "agreement", "single_candidate"
+        "verified_example",
+        "adapted_example",
+        "composed_examples",
+        "composed_model",
+        "agreement",
+        "single_candidate",
     ] = Field(
         "single_candidate",
         description="What the confidence rests on: a verified example's SQL (the question that example's with "
         "other values); a verified example adapted through the values the question names for the same columns; "
-        "two verified examples, one nested in the other (a question of a new shape made of two known ones); "
+        "two verified examples, one nested in the other (a question of a new shape made of two known ones); a "
+        "verified example with a model-written query for its inner phrase nested in it; "
         "the share of sampled candidates whose result agreed; or a single candidate (its check outcome and "
         "result).",
     )

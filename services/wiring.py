@@ -80,6 +80,7 @@ def generation_config(settings: Settings) -> GenerationConfig:
         value_templates=settings.value_templates,
         shape_templates=settings.shape_templates,
         composed_answers=settings.composed_answers,
+        decomposed_answers=settings.decomposed_answers,
         vote_candidates=settings.vote_candidates,
         repair_rounds=settings.repair_rounds,
         repair_runaways=settings.repair_runaways,

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from events import ContextExample
-from services.core.composition import compositions, nest
+from services.core.composition import compositions, nest, open_compositions
 from services.core.customer_db import CustomerDatabases
 from services.core.examples.embedder import Embedder, get_embedder
 from services.core.examples.index_pgvector import PgVectorIndex
@@ -23,8 +23,8 @@ from services.core.examples.selection import part_examples, select_examples
 from services.core.examples.store import add_verified_example
 from services.core.schema import Column, SchemaInfo, Table
 from services.core.values import ColumnValues, ValueIndex
-from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, generate_answer
-from services.infra.llm.scripted import ScriptedLLM
+from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, GenerationResult, generate_answer
+from services.infra.llm.scripted import ScriptedLLM, last_user_message
 
 SCHEMA = SchemaInfo(
     "sqlite",
@@ -106,6 +106,11 @@ EXAMPLES = [
     Example("in-city", "who are the customers in porto", "SELECT name FROM customer WHERE city = 'porto'"),
     Example(
         "last-order", "what is the largest order of bob", "SELECT MAX(id) FROM orders WHERE customer = 'bob'"
+    ),
+    Example(
+        "buyer-count",
+        "how many customers ordered gizmo",
+        "SELECT COUNT(DISTINCT customer) FROM orders WHERE product = 'gizmo'",
     ),
 ]
 
@@ -225,6 +230,25 @@ def test_a_superlative_outer_question_asks_for_one_answer() -> None:
     ]
 
 
+# (question, the phrase left to the model, the outer example and its value; or None)
+OPEN = [
+    (
+        "how many customers ordered the product with the fewest orders",
+        ("the product with the fewest orders", "buyer-count", "gizmo"),
+    ),
+    # The outer question must name no value of its own: the example's one value is the phrase's place.
+    ("how many customers in lisbon ordered the product with the fewest orders", None),
+    # No example has the outer question's shape.
+    ("how many customers returned the product with the fewest orders", None),
+]
+
+
+@pytest.mark.parametrize(("question", "expected"), OPEN)
+def test_open_compositions(question: str, expected: tuple[str, str, str] | None) -> None:
+    found = open_compositions(question, EXAMPLES, SCHEMA, value_index())
+    assert ((found[0].cut.phrase, found[0].outer_id, found[0].value) if found else None) == expected
+
+
 # (outer SQL, value, composed or None)
 NESTS = [
     (
@@ -308,6 +332,43 @@ async def test_pipeline_answers_from_a_composition_without_the_model_scripted_ll
         )
         assert modelled.sql_source == "model" and len(llm.calls) == 1
         assert modelled.result is not None and modelled.result.rows == [(4.0,)]
+    finally:
+        await databases.close()
+
+
+async def test_pipeline_asks_the_model_for_the_inner_phrase_alone_scripted_llm(shop_db: str) -> None:
+    question = "how many customers ordered the product with the fewest orders"
+    fewest = "SELECT product FROM orders GROUP BY product ORDER BY COUNT(*) LIMIT 1"
+    whole = "SELECT COUNT(*) FROM customer"
+    config = GenerationConfig(
+        template_answers=True, value_templates=True, composed_answers=True, decomposed_answers=True
+    )
+    databases = CustomerDatabases()
+
+    async def answer(llm: ScriptedLLM) -> GenerationResult:
+        return await generate_answer(
+            llm, databases, question=question, schema=SCHEMA, database_url=shop_db, examples=CONTEXT,
+            config=config, values=value_index(),
+        )  # fmt: skip
+
+    try:
+        llm = ScriptedLLM([(r"^the product with the fewest orders", fewest)], default=whole)
+        result = await answer(llm)
+        assert [last_user_message(c.messages) for c in llm.calls] == ["the product with the fewest orders"]
+        assert (
+            result.ok and result.confidence_basis == "composed_model" and result.example_id == "buyer-count"
+        )
+        assert result.sql == f"SELECT COUNT(DISTINCT customer) FROM orders WHERE product IN ({fewest})"
+        assert result.result is not None and result.result.rows == [(1,)]
+
+        # The phrase's query returns cities where the outer query compares products: the whole question goes
+        # to the model as usual.
+        llm = ScriptedLLM(
+            [(r"^the product with the fewest orders", "SELECT city FROM customer")], default=whole
+        )
+        result = await answer(llm)
+        assert len(llm.calls) == 2 and last_user_message(llm.calls[1].messages) == question
+        assert result.sql == whole and result.confidence_basis == "single_candidate"
     finally:
         await databases.close()
 

@@ -157,6 +157,8 @@ def _same_kind(
     return True
 
 
+#: How ``parts.shape`` writes a value.
+_PLACE = shape("x", ["x"])[0]
 _SUPERLATIVE = re.compile(r"\b(?:\w{2,}est|most|least)\b", re.IGNORECASE)
 
 
@@ -242,4 +244,58 @@ def _compose(
     return None
 
 
-__all__ = ["Composition", "compositions", "nest"]
+@dataclass(frozen=True)
+class OpenComposition:
+    """An outer example that fits around a phrase no example answers: the phrase's query is still to be
+    written (by the model, for the phrase alone), then nested in place of ``value``."""
+
+    cut: Split
+    outer_id: str
+    outer_sql: str
+    value: str
+
+    @property
+    def single(self) -> bool:
+        return _asks_for_one(self.cut.prefix)
+
+    def close(self, inner_sql: str, schema: SchemaInfo, index: ValueIndex) -> str | None:
+        """The outer query with ``inner_sql`` nested, or None when the inner query does not return the kind
+        of thing the outer one compares (``compositions``' rules)."""
+        returned = returned_column(inner_sql, schema.dialect)
+        if returned is None or not _same_kind(
+            returned,
+            _groups_by_returned(inner_sql, schema.dialect),
+            self.outer_sql,
+            self.value,
+            schema,
+            index,
+        ):
+            return None
+        return nest(self.outer_sql, self.value, inner_sql, schema.dialect)
+
+
+def open_compositions(
+    question: str, examples: Sequence[ExampleLike], schema: SchemaInfo, index: ValueIndex, *, limit: int = 1
+) -> list[OpenComposition]:
+    """Cuts of ``question`` whose outer question, with one value in the inner phrase's place, is an example's
+    question (the same shape, its one named value where the phrase stands), longest phrase first. Only
+    outer questions that name no value of their own: the example's one value is the phrase's place."""
+    found: list[OpenComposition] = []
+    for cut in splits(question):
+        if index.matches(cut.prefix):
+            continue
+        wanted = (*shape(cut.prefix, []), _PLACE)
+        for example in examples:
+            named = [
+                v for v in sql_values(example.sql, schema.dialect) if v.lower() in example.question.lower()
+            ]
+            if len(set(named)) != 1 or shape(example.question, named) != wanted:
+                continue
+            found.append(OpenComposition(cut, example.example_id, example.sql, named[0]))
+            break
+        if len(found) >= limit:
+            break
+    return found
+
+
+__all__ = ["Composition", "OpenComposition", "compositions", "nest", "open_compositions"]

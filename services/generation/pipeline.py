@@ -29,7 +29,7 @@ from services.core.customer_db import (
     QueryTimeout,
 )
 from services.core.llm.base import LLM, AdapterRef, ChatMessage, Completion
-from services.core.prompt import PromptOptions, build_prompt, build_repair_messages
+from services.core.prompt import Prompt, PromptOptions, build_prompt, build_repair_messages
 from services.core.schema import SchemaInfo
 from services.core.sql import check_sql, extract_sql
 from services.core.template_match import adaptations
@@ -38,6 +38,7 @@ from services.core.values import ValueIndex
 from services.generation.answer_text import summarize
 from services.generation.candidates import Candidate, run_candidate
 from services.generation.chart import suggest_chart
+from services.generation.decompose import answer_by_parts
 from services.generation.voting import Basis, agreement_settled, confidence, vote
 
 # Wording that makes an empty result plausible: no repair round is spent on those.
@@ -81,6 +82,9 @@ class GenerationConfig:
     #: Answer a question of a new shape from two verified examples, one nested in the other
     #: (services.core.composition), when no template answers; needs the value index.
     composed_answers: bool = False
+    #: Where an example fits around the question's inner phrase but none answers the phrase, ask the model for
+    #: the phrase alone and nest its query in the example's (services.generation.decompose).
+    decomposed_answers: bool = False
     #: Spend a repair round on a reply that was cut off (it looped or reached max_tokens) or on SQL that ran
     #: into the time limit. Off: the same model with the same prompt tends to loop again or keep the same
     #: joins, and such a round costs a second decode or a second time limit.
@@ -193,6 +197,12 @@ async def generate_answer(
         prompt_part_tokens=dict(prompt.part_tokens),
     )
     run = _Runner(llm, databases, schema, database_url, config, adapter, values, out, timings)
+    if config.decomposed_answers and values is not None and examples:
+        decomposed = await _answer_by_parts(
+            run, question, examples, fewshot or [], history or [], domain_note
+        )
+        if decomposed is not None:
+            return _finish(decomposed, question, timings)
     messages: list[ChatMessage] = list(prompt.messages)
     voting = config.vote_candidates >= 2
     completion = await run.complete(messages, alternatives=1 if voting else 0)
@@ -375,6 +385,59 @@ class _Runner:
                 break
         _add(self.timings, "vote", started)
         return candidates
+
+
+async def _answer_by_parts(
+    run: _Runner,
+    question: str,
+    examples: list[ContextExample],
+    fewshot: list[ContextExample],
+    history: list[Turn],
+    domain_note: str | None,
+) -> GenerationResult | None:
+    """``run.out`` answered by the model writing the query of the question's inner phrase and an example's
+    query built around it (services.generation.decompose), or None; its model call counts either way."""
+    config, values = run.config, run.values
+    assert values is not None
+
+    def prompt_for(text: str) -> Prompt:
+        return build_prompt(
+            text,
+            run.schema,
+            history=history,
+            examples=examples,
+            fewshot=fewshot,
+            options=config.prompt,
+            budget_tokens=config.budget_tokens,
+            count_tokens=run.llm.count_tokens,
+            domain_note=domain_note,
+            value_hints=values.hints(text) if config.prompt.value_hints else [],
+        )
+
+    async def complete(prompt: Prompt) -> str:
+        return (await run.complete(list(prompt.messages))).text
+
+    started = time.perf_counter()
+    decomposed = await answer_by_parts(
+        question, examples, run.schema, values, prompt_for=prompt_for, complete=complete, run=run.candidate
+    )
+    _add(run.timings, "decompose", started)
+    if decomposed is None:
+        return None
+    out, answer = run.out, decomposed.candidate
+    assert answer.result is not None
+    out.sql, out.result, out.schema_valid, out.executed, out.ok = answer.sql, answer.result, True, True, True
+    out.fixes = list(answer.fixed)
+    out.example_id = decomposed.outer_id
+    out.confidence, out.confidence_basis = confidence(
+        from_example=True,
+        vote_result=None,
+        candidates=1,
+        empty=False,
+        repaired=False,
+        basis="composed_model",
+    )
+    return out
 
 
 async def _answer_from_example(

@@ -17,7 +17,14 @@ from typing import Literal
 
 from services.generation.candidates import Candidate
 
-Basis = Literal["verified_example", "adapted_example", "composed_examples", "agreement", "single_candidate"]
+Basis = Literal[
+    "verified_example",
+    "adapted_example",
+    "composed_examples",
+    "composed_model",
+    "agreement",
+    "single_candidate",
+]
 
 
 #: Answers from examples, by how directly the example asked the question (calibrated in bench/README.md).
@@ -25,6 +32,7 @@ _EXAMPLE_CONFIDENCE: dict[str, float] = {
     "verified_example": 0.95,
     "adapted_example": 0.8,
     "composed_examples": 0.6,
+    "composed_model": 0.5,
 }
 
 

@@ -226,6 +226,13 @@ class Settings(BaseSettings):
         "('area of the state with the smallest density' from 'area of texas' and 'state with the smallest "
         "density'), when no example answers it alone (checked, run, kept only when it returns something).",
     )
+    decomposed_answers: bool = Field(
+        False,
+        description="Where a verified example fits around a new question's inner phrase ('how many states "
+        "border <X>' around 'the state that borders the most states') but none answers the phrase, ask the "
+        "model for the phrase alone and nest its query in the example's (one model call; the whole question "
+        "goes to the model as usual when that does not give an answer).",
+    )
     mechanical_fixes: bool = Field(
         True,
         description="Fix without a repair round what has one right fix (SQLite double-quoted strings, a "
