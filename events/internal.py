@@ -63,4 +63,9 @@ class ContextReady(Event):
     fewshot: list[ContextExample] = Field(
         default_factory=list, description="Domain-library examples, best first."
     )
+    reserve: list[ContextExample] = Field(
+        default_factory=list,
+        description="More project examples similar to the question, not in the prompt: generation may choose "
+        "among them by the shape of a drafted query (DAIL-SQL's second pass).",
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)

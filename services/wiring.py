@@ -81,6 +81,7 @@ def generation_config(settings: Settings) -> GenerationConfig:
         shape_templates=settings.shape_templates,
         composed_answers=settings.composed_answers,
         decomposed_answers=settings.decomposed_answers,
+        draft_reselect=settings.draft_reselect,
         vote_candidates=settings.vote_candidates,
         repair_rounds=settings.repair_rounds,
         repair_runaways=settings.repair_runaways,
@@ -108,6 +109,7 @@ async def build_handler(
             fewshot_k=settings.fewshot_top_k,
             parts=settings.retrieval_parts,
             part_similarity=settings.retrieval_part_similarity,
+            reserve=settings.retrieval_reserve,
         )
     if name == "generation":
         return GenerationHandler(

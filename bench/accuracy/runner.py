@@ -38,7 +38,7 @@ from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, QueryFailed, QueryTimeout, SqlRefused
 from services.core.examples.embedder import get_embedder
 from services.core.examples.fewshot import FewshotLibrary
-from services.core.examples.selection import select_examples
+from services.core.examples.selection import select_with_reserve
 from services.core.examples.store import count_usable
 from services.core.llm.base import LLM, AdapterRef, ModelUnavailable
 from services.core.model_registry import promote, register_candidate
@@ -221,16 +221,18 @@ class AccuracyBench:
 
     async def _context(
         self, state: _ProjectState, strategy: Strategy, item: TestItem
-    ) -> tuple[list[ContextExample], list[ContextExample]]:
+    ) -> tuple[list[ContextExample], list[ContextExample], list[ContextExample]]:
+        """(project examples, library examples, reserve) as the retrieval consumer would send them."""
         settings = strategy.settings_for(self.settings)
         top_k, fewshot_k = strategy.retrieval_k(settings)
         if top_k == 0 and fewshot_k == 0:
-            return [], []
+            return [], [], []
         # The retrieval consumer's rules: the project's own examples first, library ones only fill the room
         # they leave (services.retrieval.handler.RetrievalHandler).
         examples: list[ContextExample] = []
+        reserve: list[ContextExample] = []
         if top_k > 0:
-            examples = await select_examples(
+            examples, reserve = await select_with_reserve(
                 self.pool,
                 self.index,
                 self.embedder,
@@ -246,6 +248,7 @@ class AccuracyBench:
                 ),
                 parts=settings.retrieval_parts,
                 part_min_similarity=settings.retrieval_part_similarity,
+                reserve=settings.retrieval_reserve,
             )
         fewshot: list[ContextExample] = []
         room = max(0, fewshot_k - max(0, len(examples) - top_k // 2))
@@ -253,13 +256,13 @@ class AccuracyBench:
             fewshot = await asyncio.to_thread(
                 self.library.select, item.question, state.domain or "generic", room, self.embedder
             )
-        return examples, fewshot
+        return examples, fewshot, reserve
 
     async def _answer(
         self, state: _ProjectState, strategy: Strategy, item: TestItem, adapter: AdapterRef | None
     ) -> Outcome:
         started = time.perf_counter()
-        examples, fewshot = await self._context(state, strategy, item)
+        examples, fewshot, reserve = await self._context(state, strategy, item)
         error: str | None = None
         config = strategy.generation_config(strategy.settings_for(self.settings))
         llm = self._llm_for(strategy)
@@ -295,6 +298,7 @@ class AccuracyBench:
                     config.vote_candidates,
                 ],
                 repr(adapter),
+                [e.example_id for e in reserve] if config.draft_reselect else [],
                 # A variant's settings may reach past the config (the model's decoding): never shared.
                 list(strategy.overrides),
             ],
@@ -317,6 +321,7 @@ class AccuracyBench:
                 adapter=adapter,
                 domain_note=domain_note,
                 values=values,
+                reserve=reserve,
             )
         except ModelUnavailable as exc:
             latency = time.perf_counter() - started

@@ -102,6 +102,7 @@ class GenerationHandler(BaseHandler):
                 adapter=adapter,
                 domain_note=project.description,
                 values=values,
+                reserve=event.reserve,
             )
         except ModelUnavailable as exc:
             message = f"The language model is unavailable: {exc}. Ask again once it is back."

@@ -28,6 +28,7 @@ from services.core.customer_db import (
     QueryResult,
     QueryTimeout,
 )
+from services.core.examples.selection import by_draft
 from services.core.llm.base import LLM, AdapterRef, ChatMessage, Completion
 from services.core.prompt import Prompt, PromptOptions, build_prompt, build_repair_messages
 from services.core.schema import SchemaInfo
@@ -85,6 +86,9 @@ class GenerationConfig:
     #: Where an example fits around the question's inner phrase but none answers the phrase, ask the model for
     #: the phrase alone and nest its query in the example's (services.generation.decompose).
     decomposed_answers: bool = False
+    #: Draft a query, then choose the prompt's project examples again among them and the reserve by the
+    #: draft's shape (services.core.examples.selection.by_draft) and ask once more.
+    draft_reselect: bool = False
     #: Spend a repair round on a reply that was cut off (it looped or reached max_tokens) or on SQL that ran
     #: into the time limit. Off: the same model with the same prompt tends to loop again or keep the same
     #: joins, and such a round costs a second decode or a second time limit.
@@ -157,6 +161,7 @@ async def generate_answer(
     adapter: AdapterRef | None = None,
     domain_note: str | None = None,
     values: ValueIndex | None = None,
+    reserve: list[ContextExample] | None = None,
 ) -> GenerationResult:
     config = config or GenerationConfig()
     timings: dict[str, float] = {}
@@ -206,6 +211,26 @@ async def generate_answer(
     messages: list[ChatMessage] = list(prompt.messages)
     voting = config.vote_candidates >= 2
     completion = await run.complete(messages, alternatives=1 if voting else 0)
+    if config.draft_reselect and reserve and examples:
+        # DAIL-SQL's second pass: the first reply is a draft; examples whose queries look like it may show
+        # the right shape better than those whose questions merely sound alike.
+        project = [e for e in examples if e.source == "project"]
+        chosen = by_draft(extract_sql(completion.text), [*project, *reserve], len(project), schema.dialect)
+        if {e.example_id for e in chosen} != {e.example_id for e in project}:
+            prompt = build_prompt(
+                question,
+                schema,
+                history=history or [],
+                examples=[*chosen, *(e for e in examples if e.source != "project")],
+                fewshot=fewshot or [],
+                options=config.prompt,
+                budget_tokens=config.budget_tokens,
+                count_tokens=llm.count_tokens,
+                domain_note=domain_note,
+                value_hints=hints,
+            )
+            messages = list(prompt.messages)
+            completion = await run.complete(messages, alternatives=1 if voting else 0)
     alternatives = list(completion.alternatives)
     rounds_left = config.repair_rounds
     # An empty but valid result is kept in case the repair round does worse.
@@ -215,7 +240,7 @@ async def generate_answer(
     while True:
         previous_sql = out.sql
         sql = extract_sql(completion.text)
-        if out.attempts > 1 and sql and sql != previous_sql:
+        if previous_sql and sql and sql != previous_sql:
             out.repaired = True
         out.sql = sql
         candidate = await run.candidate(sql)

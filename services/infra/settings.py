@@ -174,6 +174,12 @@ class Settings(BaseSettings):
         "phrase such as 'the state with the largest city' and the question around it) put first in the "
         "prompt, at most this many (0: off).",
     )
+    retrieval_reserve: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Further similar project examples sent beside the prompt's, for QUERYLIFT_DRAFT_RESELECT.",
+    )
     retrieval_part_similarity: float = Field(
         0.85, ge=0, le=1, description="Cosine similarity both part examples need (QUERYLIFT_RETRIEVAL_PARTS)."
     )
@@ -225,6 +231,12 @@ class Settings(BaseSettings):
         description="Answer a question of a new shape from two verified examples, one nested in the other "
         "('area of the state with the smallest density' from 'area of texas' and 'state with the smallest "
         "density'), when no example answers it alone (checked, run, kept only when it returns something).",
+    )
+    draft_reselect: bool = Field(
+        False,
+        description="DAIL-SQL's second pass: take the model's first reply as a draft, choose the prompt's "
+        "project examples again among them and QUERYLIFT_RETRIEVAL_RESERVE more by how much their queries look "
+        "like the draft, and ask again when the choice changed (one more model call).",
     )
     decomposed_answers: bool = Field(
         False,

@@ -10,13 +10,13 @@ from typing import ClassVar
 
 import asyncpg
 
-from events import ContextReady, ErrorCode, Event, QueryResolved
+from events import ContextExample, ContextReady, ErrorCode, Event, QueryResolved
 from services.core.column_values_store import ValueIndexes
 from services.core.examples.embedder import Embedder, embed_async
 from services.core.examples.fewshot import FewshotLibrary
 from services.core.examples.index import VectorIndex
 from services.core.examples.masking import mask_question, retrieval_text
-from services.core.examples.selection import select_examples
+from services.core.examples.selection import select_with_reserve
 from services.core.projects import load_schema
 from services.infra import metrics
 from services.infra.consumer import BaseHandler
@@ -38,6 +38,7 @@ class RetrievalHandler(BaseHandler):
         fewshot_k: int,
         parts: int = 0,
         part_similarity: float = 0.85,
+        reserve: int = 0,
         library: FewshotLibrary | None = None,
     ) -> None:
         self.pool = pool
@@ -47,6 +48,7 @@ class RetrievalHandler(BaseHandler):
         self.fewshot_k = fewshot_k
         self.parts = parts
         self.part_similarity = part_similarity
+        self.reserve = reserve
         self.library = library or FewshotLibrary()
         self.values = ValueIndexes(pool)
 
@@ -82,9 +84,10 @@ class RetrievalHandler(BaseHandler):
         assert isinstance(event, QueryResolved)
         started = time.perf_counter()
         schema = await load_schema(self.pool, event.schema_version_id)
-        examples = []
+        examples: list[ContextExample] = []
+        reserve: list[ContextExample] = []
         if self.top_k > 0:
-            examples = await select_examples(
+            examples, reserve = await select_with_reserve(
                 self.pool,
                 self.index,
                 self.embedder,
@@ -95,6 +98,7 @@ class RetrievalHandler(BaseHandler):
                 known_values=await self._known_values(event),
                 parts=self.parts,
                 part_min_similarity=self.part_similarity,
+                reserve=self.reserve,
             )
         fewshot = []
         # The project's own examples take precedence: library examples only fill what they leave open.
@@ -119,6 +123,7 @@ class RetrievalHandler(BaseHandler):
             query=event,
             examples=examples,
             fewshot=fewshot,
+            reserve=reserve,
             timings_ms={"retrieval": (time.perf_counter() - started) * 1000},
         )
         return [context.with_derived_id(event.question_event_id, "context")]

@@ -28,7 +28,13 @@ import numpy as np
 from events.internal import ContextExample
 from services.core.examples.embedder import Embedder, embed_async
 from services.core.examples.index import VectorIndex
-from services.core.examples.masking import mask_question, retrieval_text, skeleton_similarity, sql_values
+from services.core.examples.masking import (
+    mask_question,
+    retrieval_text,
+    skeleton_similarity,
+    sql_skeleton,
+    sql_values,
+)
 from services.core.examples.parts import Split, shape, splits, stand_in_value
 from services.core.examples.store import load_usable
 from services.core.schema import SchemaInfo
@@ -158,6 +164,32 @@ async def select_examples(
     parts: int = 0,
     part_min_similarity: float = 0.85,
 ) -> list[ContextExample]:
+    """``select_with_reserve`` without the reserve."""
+    chosen, _ = await select_with_reserve(
+        pool, index, embedder, project_id=project_id, question=question, schema=schema, k=k,
+        candidates=candidates, diversity=diversity, min_similarity=min_similarity, known_values=known_values,
+        parts=parts, part_min_similarity=part_min_similarity,
+    )  # fmt: skip
+    return chosen
+
+
+async def select_with_reserve(
+    pool: asyncpg.Pool,
+    index: VectorIndex,
+    embedder: Embedder,
+    *,
+    project_id: str,
+    question: str,
+    schema: SchemaInfo,
+    k: int,
+    candidates: int = 40,
+    diversity: float = 0.3,
+    min_similarity: float = 0.2,
+    known_values: Sequence[str] = (),
+    parts: int = 0,
+    part_min_similarity: float = 0.85,
+    reserve: int = 0,
+) -> tuple[list[ContextExample], list[ContextExample]]:
     """Up to ``k`` of the project's usable examples for ``question``, best first (source='project').
 
     ``known_values``: the question's words the project's value index found as database values; they are
@@ -166,14 +198,16 @@ async def select_examples(
     tokens and can mislead a small model more than no demonstration.
     ``parts``: when no example is this question with other values, up to this many examples of its parts
     (``part_examples``) lead the list, so the prompt shows the shapes a new question is made of.
+    ``reserve``: besides, up to this many further candidates, most similar first, for a second selection by
+    the shape of a drafted query (``by_draft``).
     """
     if k <= 0:
-        return []
+        return [], []
     masked = mask_question(question, schema, known_values)
     vector = (await embed_async(embedder, [retrieval_text(question, masked)]))[0]
     pool_candidates = await _search(pool, index, project_id, vector, max(candidates, k))
     if not pool_candidates:
-        return []
+        return [], []
     chosen = select_from_candidates(pool_candidates, k, diversity=diversity, min_similarity=min_similarity)
     lead_ids = template_ids(question, schema.dialect, pool_candidates, known_values=known_values)
     chosen = templates_first(pool_candidates, chosen, lead_ids, k)
@@ -181,23 +215,42 @@ async def select_examples(
         chosen = _with_parts(
             chosen,
             await part_examples(
-                pool,
-                index,
-                embedder,
-                project_id=project_id,
-                question=question,
-                schema=schema,
-                min_similarity=part_min_similarity,
-                known_values=known_values,
+                pool, index, embedder, project_id=project_id, question=question, schema=schema,
+                min_similarity=part_min_similarity, known_values=known_values,
             ),
             parts,
-        )
-    return [
-        ContextExample(
-            example_id=c.example_id, source="project", question=c.question, sql=c.sql, score=round(score, 4)
-        )
-        for c, score in chosen
+        )  # fmt: skip
+    taken = {c.example_id for c, _ in chosen}
+    spare = [c for c in pool_candidates if c.example_id not in taken and c.similarity >= min_similarity][
+        :reserve
     ]
+    return [_context(c, score) for c, score in chosen], [_context(c, c.similarity) for c in spare]
+
+
+def _context(candidate: Candidate, score: float) -> ContextExample:
+    return ContextExample(
+        example_id=candidate.example_id,
+        source="project",
+        question=candidate.question,
+        sql=candidate.sql,
+        score=round(score, 4),
+    )
+
+
+def by_draft(
+    draft_sql: str, examples: Sequence[ContextExample], k: int, dialect: str, *, weight: float = 0.5
+) -> list[ContextExample]:
+    """DAIL-SQL's second pass: the ``k`` examples whose blend of question similarity (their score) and
+    similarity of their query's skeleton to the drafted query's is highest, best first."""
+    draft = sql_skeleton(draft_sql, dialect)
+    ranked = sorted(
+        examples,
+        key=lambda e: (
+            (1 - weight) * e.score + weight * skeleton_similarity(draft, sql_skeleton(e.sql, dialect))
+        ),
+        reverse=True,
+    )
+    return ranked[:k]
 
 
 async def _search(
