@@ -238,6 +238,8 @@ OPEN = [
     ),
     # The outer question must name no value of its own: the example's one value is the phrase's place.
     ("how many customers in lisbon ordered the product with the fewest orders", None),
+    # The phrase only names a value: there is nothing to ask the model.
+    ("how many customers ordered the gadget product", None),
     # No example has the outer question's shape.
     ("how many customers returned the product with the fewest orders", None),
 ]

@@ -162,6 +162,21 @@ _PLACE = shape("x", ["x"])[0]
 _SUPERLATIVE = re.compile(r"\b(?:\w{2,}est|most|least)\b", re.IGNORECASE)
 
 
+def _names_a_value(phrase: str, index: ValueIndex) -> bool:
+    """Whether ``phrase`` only names a value ("the missouri river": a value of river.river_name and the word
+    its column is named by): a value to compare with, not a question of its own to answer with a query.
+    "the customers in lisbon" is one (lisbon is a city; customers are what is asked for)."""
+    mentioned = index.matches(phrase)
+    phrase_shape = shape(phrase, [m.phrase for m in mentioned])
+    words = [w for w in phrase_shape if w != _PLACE]
+    if len(phrase_shape) > 2 or len(words) != 1:
+        return False
+    column_words = {
+        w for m in mentioned for held in m.columns for w in shape(held.rpartition(".")[2].replace("_", " "), [])
+    }
+    return words[0] in column_words
+
+
 def _asks_for_one(text: str) -> bool:
     """Whether ``text`` holds a superlative ("highest", "most"): what it asks for is one thing."""
     return _SUPERLATIVE.search(text) is not None
@@ -203,6 +218,8 @@ def compositions(
     first."""
     found: list[Composition] = []
     for cut in splits(question):
+        if _names_a_value(cut.phrase, index):
+            continue
         for inner in examples:
             inner_sql = _inner_sql(cut.phrase, inner, schema, index)
             if inner_sql is None:
@@ -282,7 +299,7 @@ def open_compositions(
     outer questions that name no value of their own: the example's one value is the phrase's place."""
     found: list[OpenComposition] = []
     for cut in splits(question):
-        if index.matches(cut.prefix):
+        if index.matches(cut.prefix) or _names_a_value(cut.phrase, index):
             continue
         wanted = (*shape(cut.prefix, []), _PLACE)
         for example in examples:

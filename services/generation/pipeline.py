@@ -166,7 +166,7 @@ async def generate_answer(
     config = config or GenerationConfig()
     timings: dict[str, float] = {}
     if config.template_answers and examples:
-        from_example = await _answer_from_example(
+        from_example = await answer_from_examples(
             databases, question, schema, database_url, examples, config, timings, values
         )
         if from_example is not None:
@@ -465,7 +465,7 @@ async def _answer_by_parts(
     return out
 
 
-async def _answer_from_example(
+async def answer_from_examples(
     databases: CustomerDatabases,
     question: str,
     schema: SchemaInfo,
@@ -592,4 +592,11 @@ def _finish(out: GenerationResult, question: str, timings: dict[str, float]) -> 
     return out
 
 
-__all__ = ["EXAMPLE_MODEL", "DatabaseUnavailable", "GenerationConfig", "GenerationResult", "generate_answer"]
+__all__ = [
+    "EXAMPLE_MODEL",
+    "DatabaseUnavailable",
+    "GenerationConfig",
+    "GenerationResult",
+    "answer_from_examples",
+    "generate_answer",
+]
