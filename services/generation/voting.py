@@ -31,7 +31,7 @@ Basis = Literal[
 _EXAMPLE_CONFIDENCE: dict[str, float] = {
     "verified_example": 0.95,
     "adapted_example": 0.8,
-    "composed_examples": 0.6,
+    "composed_examples": 0.75,
     "composed_model": 0.5,
 }
 

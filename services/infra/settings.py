@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     retrieval_top_k: int = Field(4, ge=0, description="Project examples per prompt.")
     fewshot_top_k: int = Field(2, ge=0, description="Domain-library examples per prompt.")
     retrieval_parts: int = Field(
-        0,
+        2,
         ge=0,
         le=2,
         description="When no example is the question with other values: examples for its parts (an inner "
@@ -221,13 +221,13 @@ class Settings(BaseSettings):
         "something).",
     )
     shape_templates: bool = Field(
-        False,
+        True,
         description="Answer from a verified example that asks the same in other words (the same content words "
         "in the same order once function words, plural endings and the direction of a superlative are set "
         "aside), with the question's values swapped in (checked, run, kept only when it returns something).",
     )
     composed_answers: bool = Field(
-        False,
+        True,
         description="Answer a question of a new shape from two verified examples, one nested in the other "
         "('area of the state with the smallest density' from 'area of texas' and 'state with the smallest "
         "density'), when no example answers it alone (checked, run, kept only when it returns something).",
@@ -239,7 +239,7 @@ class Settings(BaseSettings):
         "like the draft, and ask again when the choice changed (one more model call).",
     )
     decomposed_answers: bool = Field(
-        False,
+        True,
         description="Where a verified example fits around a new question's inner phrase ('how many states "
         "border <X>' around 'the state that borders the most states') but none answers the phrase, ask the "
         "model for the phrase alone and nest its query in the example's (one model call; the whole question "
