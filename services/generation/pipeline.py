@@ -180,19 +180,9 @@ async def generate_answer(
             )
             return _finish(from_example, question, timings)
     started = time.perf_counter()
-    hints = values.hints(question) if values is not None and config.prompt.value_hints else []
-    prompt = build_prompt(
-        question,
-        schema,
-        history=history or [],
-        examples=examples or [],
-        fewshot=fewshot or [],
-        options=config.prompt,
-        budget_tokens=config.budget_tokens,
-        count_tokens=llm.count_tokens,
-        domain_note=domain_note,
-        value_hints=hints,
-    )
+    prompt_for = _Prompter(llm, schema, config, history or [], fewshot or [], domain_note, values)
+    hints = prompt_for.hints(question)
+    prompt = prompt_for(question, examples or [], hints)
     _add(timings, "prompt", started)
     out = GenerationResult(
         ok=False,
@@ -203,9 +193,7 @@ async def generate_answer(
     )
     run = _Runner(llm, databases, schema, database_url, config, adapter, values, out, timings)
     if config.decomposed_answers and values is not None and examples:
-        decomposed = await _answer_by_parts(
-            run, question, examples, fewshot or [], history or [], domain_note
-        )
+        decomposed = await _answer_by_parts(run, question, examples, prompt_for)
         if decomposed is not None:
             return _finish(decomposed, question, timings)
     messages: list[ChatMessage] = list(prompt.messages)
@@ -217,18 +205,7 @@ async def generate_answer(
         project = [e for e in examples if e.source == "project"]
         chosen = by_draft(extract_sql(completion.text), [*project, *reserve], len(project), schema.dialect)
         if {e.example_id for e in chosen} != {e.example_id for e in project}:
-            prompt = build_prompt(
-                question,
-                schema,
-                history=history or [],
-                examples=[*chosen, *(e for e in examples if e.source != "project")],
-                fewshot=fewshot or [],
-                options=config.prompt,
-                budget_tokens=config.budget_tokens,
-                count_tokens=llm.count_tokens,
-                domain_note=domain_note,
-                value_hints=hints,
-            )
+            prompt = prompt_for(question, [*chosen, *(e for e in examples if e.source != "project")], hints)
             messages = list(prompt.messages)
             completion = await run.complete(messages, alternatives=1 if voting else 0)
     alternatives = list(completion.alternatives)
@@ -334,6 +311,38 @@ async def generate_answer(
 
 
 @dataclass
+class _Prompter:
+    """Builds the prompt of one answer's question (or of a part of it) with everything else the answer's."""
+
+    llm: LLM
+    schema: SchemaInfo
+    config: GenerationConfig
+    history: list[Turn]
+    fewshot: list[ContextExample]
+    domain_note: str | None
+    values: ValueIndex | None
+
+    def hints(self, text: str) -> list[str]:
+        if self.values is None or not self.config.prompt.value_hints:
+            return []
+        return self.values.hints(text)
+
+    def __call__(self, text: str, examples: list[ContextExample], hints: list[str] | None = None) -> Prompt:
+        return build_prompt(
+            text,
+            self.schema,
+            history=self.history,
+            examples=examples,
+            fewshot=self.fewshot,
+            options=self.config.prompt,
+            budget_tokens=self.config.budget_tokens,
+            count_tokens=self.llm.count_tokens,
+            domain_note=self.domain_note,
+            value_hints=self.hints(text) if hints is None else hints,
+        )
+
+
+@dataclass
 class _Runner:
     """What one answer's model calls and candidates share."""
 
@@ -413,38 +422,25 @@ class _Runner:
 
 
 async def _answer_by_parts(
-    run: _Runner,
-    question: str,
-    examples: list[ContextExample],
-    fewshot: list[ContextExample],
-    history: list[Turn],
-    domain_note: str | None,
+    run: _Runner, question: str, examples: list[ContextExample], prompt_for: _Prompter
 ) -> GenerationResult | None:
     """``run.out`` answered by the model writing the query of the question's inner phrase and an example's
     query built around it (services.generation.decompose), or None; its model call counts either way."""
-    config, values = run.config, run.values
+    values = run.values
     assert values is not None
-
-    def prompt_for(text: str) -> Prompt:
-        return build_prompt(
-            text,
-            run.schema,
-            history=history,
-            examples=examples,
-            fewshot=fewshot,
-            options=config.prompt,
-            budget_tokens=config.budget_tokens,
-            count_tokens=run.llm.count_tokens,
-            domain_note=domain_note,
-            value_hints=values.hints(text) if config.prompt.value_hints else [],
-        )
 
     async def complete(prompt: Prompt) -> str:
         return (await run.complete(list(prompt.messages))).text
 
     started = time.perf_counter()
     decomposed = await answer_by_parts(
-        question, examples, run.schema, values, prompt_for=prompt_for, complete=complete, run=run.candidate
+        question,
+        examples,
+        run.schema,
+        values,
+        prompt_for=lambda text: prompt_for(text, examples),
+        complete=complete,
+        run=run.candidate,
     )
     _add(run.timings, "decompose", started)
     if decomposed is None:
