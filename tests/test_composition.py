@@ -7,24 +7,28 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiomysql
 import asyncpg
 import pytest
 
 from events import ContextExample
 from services.core.composition import compositions, nest, open_compositions
-from services.core.customer_db import CustomerDatabases
+from services.core.customer_db import CustomerDatabases, discover_schema
 from services.core.examples.embedder import Embedder, get_embedder
 from services.core.examples.index_pgvector import PgVectorIndex
 from services.core.examples.parts import shape, splits, stand_in_value
 from services.core.examples.selection import part_examples, select_examples
 from services.core.examples.store import add_verified_example
 from services.core.schema import Column, SchemaInfo, Table
+from services.core.sql import check_sql
 from services.core.values import ColumnValues, ValueIndex
 from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, GenerationResult, generate_answer
 from services.infra.llm.scripted import ScriptedLLM, last_user_message
+from tests.conftest import with_database
 
 SCHEMA = SchemaInfo(
     "sqlite",
@@ -131,6 +135,8 @@ SPLITS = [
     # A phrase never starts with a word that continues a clause ("with ...", "that ...").
     ("who ordered the gizmo", ["the gizmo"]),
     ("where", []),
+    # Leading blanks do not shift the cut.
+    ("  who ordered the gizmo", ["the gizmo"]),
 ]
 
 
@@ -138,7 +144,7 @@ SPLITS = [
 def test_splits(question: str, phrases: list[str]) -> None:
     found = splits(question)
     assert [s.phrase for s in found] == phrases
-    assert all(f"{s.prefix} {s.phrase}" == question for s in found)
+    assert all(f"{s.prefix} {s.phrase}" == question.strip() for s in found)
 
 
 # (phrase, its values, example question, its values, same ask?)
@@ -216,6 +222,25 @@ def test_compositions(question: str, expected: str | None) -> None:
     assert (found[0].sql if found else None) == expected
     # The outer questions above ask for all that matches: several rows are an answer.
     assert not any(c.single for c in found)
+
+
+def test_the_stand_in_value_is_not_a_value_the_outer_question_names() -> None:
+    """The cheapest product's stand-in would be 'widget', the first sample; the outer question names widget
+    itself, and nesting in place of every 'widget' would drop it from the question."""
+    both = Example(
+        "both",
+        "who ordered gadget and gizmo",
+        "SELECT customer FROM orders WHERE product = 'gadget' "
+        "INTERSECT SELECT customer FROM orders WHERE product = 'gizmo'",
+    )
+    found = compositions(
+        "who ordered widget and the product with the lowest price", [*EXAMPLES, both], SCHEMA, value_index()
+    )
+    assert [c.sql for c in found] == [
+        "SELECT customer FROM orders WHERE product = 'widget' INTERSECT SELECT customer FROM orders WHERE "
+        "product IN (SELECT name FROM product ORDER BY price LIMIT 1)"
+    ]
+    assert stand_in_value("SELECT name FROM product", SCHEMA, avoid="who ordered widget and") == "gadget"
 
 
 def test_a_superlative_outer_question_asks_for_one_answer() -> None:
@@ -316,7 +341,7 @@ async def test_pipeline_answers_from_a_composition_without_the_model_scripted_ll
         )
         assert composed.ok and composed.sql_source == "example" and composed.model == EXAMPLE_MODEL
         assert composed.confidence_basis == "composed_examples" and 0.5 <= composed.confidence < 0.8
-        assert composed.example_id == "price+most-ordered"
+        assert composed.example_ids == ["price", "most-ordered"]
         assert composed.result is not None and composed.result.rows == [(9.5,)]
         assert llm.calls == []
 
@@ -433,3 +458,78 @@ async def test_retrieval_brings_the_examples_of_both_parts(pool: asyncpg.Pool, e
         parts=2,
     )  # fmt: skip
     assert len(plain) == 2 and plain[0].question == "what is the price of gadget"
+
+
+# --- composed queries on the three engines ------------------------------------------------------------------
+
+_DDL = (
+    "CREATE TABLE product (name varchar(20), category varchar(20), price real)",
+    "CREATE TABLE orders (id int PRIMARY KEY, product varchar(20), customer varchar(20))",
+    "CREATE TABLE customer (name varchar(20), city varchar(20))",
+)
+
+
+@pytest.fixture(scope="module")
+async def shop_pg(customer_pg_admin: str) -> AsyncIterator[str]:
+    admin = await asyncpg.connect(customer_pg_admin)
+    await admin.execute("DROP DATABASE IF EXISTS ql_test_composition WITH (FORCE)")
+    await admin.execute("CREATE DATABASE ql_test_composition")
+    await admin.close()
+    url = with_database(customer_pg_admin, "ql_test_composition")
+    conn = await asyncpg.connect(url)
+    for statement in _DDL:
+        await conn.execute(statement)
+    await conn.executemany("INSERT INTO product VALUES ($1, $2, $3)", PRODUCTS)
+    await conn.executemany("INSERT INTO orders VALUES ($1, $2, $3)", ORDERS)
+    await conn.executemany("INSERT INTO customer VALUES ($1, $2)", CUSTOMERS)
+    await conn.close()
+    yield url
+
+
+@pytest.fixture(scope="module")
+async def shop_mysql(customer_mysql: tuple[str, int, str]) -> AsyncIterator[str]:
+    host, port, user = customer_mysql
+    conn = await aiomysql.connect(host=host, port=port, user=user, password="", autocommit=True)
+    async with conn.cursor() as cur:
+        await cur.execute("DROP DATABASE IF EXISTS ql_test_composition")
+        await cur.execute("CREATE DATABASE ql_test_composition")
+        await cur.execute("USE ql_test_composition")
+        for statement in _DDL:
+            await cur.execute(statement)
+        await cur.executemany("INSERT INTO product VALUES (%s, %s, %s)", PRODUCTS)
+        await cur.executemany("INSERT INTO orders VALUES (%s, %s, %s)", ORDERS)
+        await cur.executemany("INSERT INTO customer VALUES (%s, %s)", CUSTOMERS)
+    conn.close()
+    yield f"mysql://{user}@{host}:{port}/ql_test_composition"
+
+
+async def _price_of_the_most_ordered(url: str) -> list[float]:
+    """The composition of "what is the price of the product with the most orders" on ``url``'s engine:
+    discovered schema, collected values, the guarded path."""
+    databases = CustomerDatabases()
+    try:
+        schema = await discover_schema(url)
+        values = ValueIndex(await databases.column_values(url, schema))
+        found = compositions(
+            "what is the price of the product with the most orders", EXAMPLES, schema, values
+        )
+        assert found, "no composition"
+        check = check_sql(found[0].sql, schema)
+        assert check.checked is not None, check.message
+        result = await databases.run(url, check.checked, timeout_s=10, row_limit=10)
+        return [float(v) for (v,) in result.rows]
+    finally:
+        await databases.close()
+
+
+async def test_a_composed_query_runs_on_sqlite(shop_db: str) -> None:
+    assert await _price_of_the_most_ordered(shop_db) == [9.5]
+
+
+async def test_a_composed_query_runs_on_postgres(shop_pg: str) -> None:
+    assert await _price_of_the_most_ordered(shop_pg) == [9.5]
+
+
+async def test_a_composed_query_runs_on_mysql(shop_mysql: str) -> None:
+    """MySQL and MariaDB take the inner query's LIMIT only inside a derived table."""
+    assert await _price_of_the_most_ordered(shop_mysql) == [9.5]

@@ -104,6 +104,12 @@ def nest(outer_sql: str, value: str, inner_sql: str, dialect: str) -> str | None
     ]
     if not literals:
         return None
+    if dialect == "mysql" and inner.args.get("limit") is not None:
+        # MySQL and MariaDB refuse LIMIT in an IN subquery ("the product with the most orders" ends in one)
+        # but take it in a derived table inside it.
+        inner = exp.select("*").from_(
+            exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("nested")))
+        )
     for literal in literals:
         comparison = literal.parent
         if not isinstance(comparison, exp.EQ):
@@ -159,20 +165,23 @@ def _same_kind(
 
 #: How ``parts.shape`` writes a value.
 _PLACE = shape("x", ["x"])[0]
-_SUPERLATIVE = re.compile(r"\b(?:\w{2,}est|most|least)\b", re.IGNORECASE)
+_SUPERLATIVE = re.compile(r"\b(?:\w{2,}est|most|least|best|worst|first|last)\b", re.IGNORECASE)
 
 
 def _names_a_value(phrase: str, index: ValueIndex) -> bool:
     """Whether ``phrase`` only names a value ("the missouri river": a value of river.river_name and the word
     its column is named by): a value to compare with, not a question of its own to answer with a query.
-    "the customers in lisbon" is one (lisbon is a city; customers are what is asked for)."""
+    "the customers in lisbon" is a question of its own (lisbon is a city; customers are what is asked for)."""
     mentioned = index.matches(phrase)
     phrase_shape = shape(phrase, [m.phrase for m in mentioned])
     words = [w for w in phrase_shape if w != _PLACE]
     if len(phrase_shape) > 2 or len(words) != 1:
         return False
     column_words = {
-        w for m in mentioned for held in m.columns for w in shape(held.rpartition(".")[2].replace("_", " "), [])
+        w
+        for m in mentioned
+        for held in m.columns
+        for w in shape(held.rpartition(".")[2].replace("_", " "), [])
     }
     return words[0] in column_words
 
@@ -240,7 +249,7 @@ def _compose(
     schema: SchemaInfo,
     index: ValueIndex,
 ) -> Composition | None:
-    value = stand_in_value(inner_sql, schema)
+    value = stand_in_value(inner_sql, schema, avoid=cut.prefix)
     if value is None:
         return None
     others = [e for e in examples if e.example_id != inner.example_id]

@@ -73,8 +73,8 @@ def shape_adaptations(
     limit: int = 2,
 ) -> list[ValueAdaptation]:
     """Examples that ask what ``question`` asks in other words (``parts.shape``: the same content words in the
-    same order once function words, plural and -ing endings and the direction of a superlative are set
-    aside: "which state has the highest population" for "what is the state with the largest population"),
+    same order once function words and plural and -ing endings are set aside, and a superlative read as its
+    direction: "which state has the highest population" for "what is the state with the largest population"),
     with the question's values in place of theirs; in the examples' order."""
     mentioned = index.matches(question)
     ours = shape(question, [m.phrase for m in mentioned])

@@ -26,6 +26,19 @@ from services.core.values import LiteralProblem, ValueIndex, literal_problems, w
 Outcome = Literal["refused", "invalid", "failed", "ran"]
 
 
+def says_nothing(result: QueryResult) -> bool:
+    """No rows, or one row of zeros and NULLs (a COUNT or SUM over nothing): an adapted or composed query that
+    gives this usually put a value where it does not belong, and the model does better there."""
+    if not result.rows:
+        return True
+    return len(result.rows) == 1 and all(value is None or value == 0 for value in result.rows[0])
+
+
+def one_answer(result: QueryResult) -> bool:
+    """Whether the result's rows are all one answer (repeated rows count once)."""
+    return len({tuple(row) for row in result.rows}) <= 1
+
+
 @dataclass
 class Candidate:
     sql: str

@@ -21,7 +21,7 @@ from services.core.prompt import Prompt
 from services.core.schema import SchemaInfo
 from services.core.sql import extract_sql
 from services.core.values import ValueIndex
-from services.generation.candidates import Candidate
+from services.generation.candidates import Candidate, one_answer, says_nothing
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,15 @@ async def answer_by_parts(
         return None
     place: OpenComposition = opened[0]
     inner = await run(extract_sql(await complete(prompt_for(place.cut.phrase))))
-    if inner.outcome != "ran" or inner.result is None or not inner.result.rows:
+    if inner.outcome != "ran" or inner.result is None or says_nothing(inner.result):
         return None
     composed_sql = place.close(inner.sql, schema, values)
     if composed_sql is None:
         return None
     composed = await run(composed_sql)
-    if composed.outcome != "ran" or composed.result is None or not composed.result.rows:
+    if composed.outcome != "ran" or composed.result is None or says_nothing(composed.result):
         return None
-    if place.single and len({tuple(row) for row in composed.result.rows}) > 1:
+    if place.single and not one_answer(composed.result):
         return None  # a superlative asks for one thing
     return Decomposed(
         candidate=composed, inner_sql=inner.sql, outer_id=place.outer_id, phrase=place.cut.phrase

@@ -140,10 +140,10 @@ class GenerationHandler(BaseHandler):
         total_ms = time.time() * 1000 - query.asked_at_ms
         metrics.ANSWER_SECONDS.labels(query.project_id).observe(max(total_ms, 0) / 1000)
         assert result.result is not None
-        # An answer from an example used that example alone; no prompt was built.
+        # An answer from examples used those alone (one, or the two of a composition); no prompt was built.
         shown = [*event.examples, *event.fewshot]
         if from_example:
-            shown = [e for e in event.examples if e.example_id == result.example_id]
+            shown = [e for e in event.examples if e.example_id in result.example_ids]
             # The adapter played no part: the answer counts for neither arm of an A/B comparison's model.
             adapter, arm = None, "control"
         used = [UsedExample(example_id=e.example_id, source=e.source, score=e.score) for e in shown]

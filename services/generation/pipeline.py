@@ -37,7 +37,7 @@ from services.core.template_match import adaptations
 from services.core.value_templates import shape_adaptations, value_adaptations
 from services.core.values import ValueIndex
 from services.generation.answer_text import summarize
-from services.generation.candidates import Candidate, run_candidate
+from services.generation.candidates import Candidate, one_answer, run_candidate, says_nothing
 from services.generation.chart import suggest_chart
 from services.generation.decompose import answer_by_parts
 from services.generation.voting import Basis, agreement_settled, confidence, vote
@@ -119,7 +119,8 @@ class GenerationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     prompt_parts: list[str] = field(default_factory=list)
     sql_source: Literal["model", "example"] = "model"
-    #: The project example whose SQL answered (sql_source == "example").
+    #: The project example whose SQL answered (sql_source == "example"); for a composed answer its outer and
+    #: inner examples, joined (``example_ids`` reads them apart).
     example_id: str | None = None
     #: How sure the answer is, in [0, 1], and the evidence (services.generation.voting).
     confidence: float = 0.0
@@ -136,6 +137,15 @@ class GenerationResult:
 
     def preview(self, n: int) -> list[list[Any]]:
         return [list(r) for r in (self.result.rows[:n] if self.result else [])]
+
+    @property
+    def example_ids(self) -> list[str]:
+        """The project examples the answer's SQL was made from (two for a composed answer)."""
+        return self.example_id.split(_JOINED_IDS) if self.example_id else []
+
+
+#: Joins the outer and inner example ids of a composed answer (example ids are UUIDs: never a '+').
+_JOINED_IDS = "+"
 
 
 def _add(timings: dict[str, float], stage: str, started: float) -> None:
@@ -203,7 +213,8 @@ async def generate_answer(
         # DAIL-SQL's second pass: the first reply is a draft; examples whose queries look like it may show
         # the right shape better than those whose questions merely sound alike.
         project = [e for e in examples if e.source == "project"]
-        chosen = by_draft(extract_sql(completion.text), [*project, *reserve], len(project), schema.dialect)
+        draft = extract_sql(completion.text)
+        chosen = by_draft(draft, [*project, *reserve], len(project), schema.dialect) if draft else project
         if {e.example_id for e in chosen} != {e.example_id for e in project}:
             prompt = prompt_for(question, [*chosen, *(e for e in examples if e.source != "project")], hints)
             messages = list(prompt.messages)
@@ -483,7 +494,7 @@ async def answer_from_examples(
             if answer is None:
                 continue
             sql, result = answer
-            if single and len({tuple(row) for row in result.rows}) > 1:
+            if single and not one_answer(result):
                 continue  # the question asks for one thing; several answers answer another question
             return GenerationResult(
                 ok=True,
@@ -537,7 +548,10 @@ def _example_tries(
         started = time.perf_counter()
         composed = compositions(question, project, schema, values, limit=config.template_tries)
         _add(timings, "template", started)
-        yield [(f"{c.outer_id}+{c.inner_id}", c.sql, "composed_examples", c.single) for c in composed]
+        yield [
+            (_JOINED_IDS.join((c.outer_id, c.inner_id)), c.sql, "composed_examples", c.single)
+            for c in composed
+        ]
 
 
 async def _run_example(
@@ -564,15 +578,9 @@ async def _run_example(
         return None
     finally:
         _add(timings, "execute", started)
-    if _says_nothing(result):
+    if says_nothing(result):
         return None
     return check.checked.text, result
-
-
-def _says_nothing(result: QueryResult) -> bool:
-    if not result.rows:
-        return True
-    return len(result.rows) == 1 and all(value is None or value == 0 for value in result.rows[0])
 
 
 def _finish(out: GenerationResult, question: str, timings: dict[str, float]) -> GenerationResult:

@@ -223,8 +223,9 @@ class Settings(BaseSettings):
     shape_templates: bool = Field(
         True,
         description="Answer from a verified example that asks the same in other words (the same content words "
-        "in the same order once function words, plural endings and the direction of a superlative are set "
-        "aside), with the question's values swapped in (checked, run, kept only when it returns something).",
+        "in the same order once function words and plural endings are set aside, and a superlative read as its "
+        "direction: 'largest' as 'highest'), with the question's values swapped in (checked, run, kept only "
+        "when it returns something).",
     )
     composed_answers: bool = Field(
         True,

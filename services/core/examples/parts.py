@@ -71,14 +71,15 @@ def splits(
 
     Only trailing phrases: in questions the nested part is almost always last ("... of the state that borders
     the most states"); a phrase in the middle is left to the model."""
-    words = list(_WORD.finditer(question.strip()))
+    text = question.strip()  # word offsets below are offsets into this text
+    words = list(_WORD.finditer(text))
     found: list[Split] = []
     for k in range(min_prefix_words, len(words) - min_phrase_words + 1):
         first = words[k].group(0).lower()
         if first in _NOT_A_START:
             continue
         start = words[k].start()
-        found.append(Split(prefix=question[:start].strip(), phrase=question.strip()[start:].strip()))
+        found.append(Split(prefix=text[:start].strip(), phrase=text[start:].strip()))
         if len(found) == most:
             break
     return found
@@ -135,9 +136,11 @@ def returned_column(sql: str, dialect: str) -> tuple[str, str] | None:
     return (tables[0].name, selected.name) if len(tables) == 1 else None
 
 
-def stand_in_value(sql: str, schema: SchemaInfo) -> str | None:
+def stand_in_value(sql: str, schema: SchemaInfo, avoid: str = "") -> str | None:
     """A sample value of the column ``sql`` returns, to stand for the phrase it answers; None when the query
-    does not return one plain text column or the schema has no sample of it."""
+    does not return one plain text column or the schema has no sample of it. A sample ``avoid`` names is
+    skipped: the outer question's own value ("who ordered widget and <the cheapest product>") must not be
+    taken for the stand-in, or the nesting replaces it too."""
     returned = returned_column(sql, schema.dialect)
     if returned is None:
         return None
@@ -150,8 +153,15 @@ def stand_in_value(sql: str, schema: SchemaInfo) -> str | None:
                 continue
             for sample in column.samples:
                 if isinstance(sample, str) and sample.strip() and not sample.strip().isdigit():
-                    return sample.strip()
+                    if not _names(avoid, sample.strip()):
+                        return sample.strip()
     return None
+
+
+def _names(text: str, value: str) -> bool:
+    """Whether ``text`` holds ``value`` as whole words, case aside."""
+    words = " ".join(_TOKEN.findall(value.lower()))
+    return bool(words) and f" {words} " in f" {' '.join(_TOKEN.findall(text.lower()))} "
 
 
 __all__ = ["Split", "returned_column", "shape", "splits", "stand_in_value"]

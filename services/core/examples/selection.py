@@ -190,14 +190,15 @@ async def select_with_reserve(
     part_min_similarity: float = 0.85,
     reserve: int = 0,
 ) -> tuple[list[ContextExample], list[ContextExample]]:
-    """Up to ``k`` of the project's usable examples for ``question``, best first (source='project').
+    """Up to ``k`` of the project's usable examples for ``question`` (and its parts), best first (source='project').
 
     ``known_values``: the question's words the project's value index found as database values; they are
     masked as values (as examples are by their SQL's literals), so questions of one shape meet.
     ``min_similarity`` drops examples about something else entirely: an unrelated demonstration costs prompt
     tokens and can mislead a small model more than no demonstration.
     ``parts``: when no example is this question with other values, up to this many examples of its parts
-    (``part_examples``) lead the list, so the prompt shows the shapes a new question is made of.
+    (``part_examples``) lead the list, so the prompt shows the shapes a new question is made of; they come on
+    top of the ``k`` (what was measured: bench/README.md, "First-time answers").
     ``reserve``: besides, up to this many further candidates, most similar first, for a second selection by
     the shape of a drafted query (``by_draft``).
     """
@@ -313,11 +314,11 @@ async def part_examples(
         usable = [
             found
             for found in await _search(pool, index, project_id, vector, candidates)
-            if stand_in_value(found.sql, schema) is not None
+            if stand_in_value(found.sql, schema, avoid=cut.prefix) is not None
         ]
         choice = _part_choice(usable, partial(says, cut.phrase, ()), min_similarity)
         if choice is not None:
-            value = stand_in_value(choice[0].sql, schema)
+            value = stand_in_value(choice[0].sql, schema, avoid=cut.prefix)
             assert value is not None
             plans.append((cut, choice[0], value, choice[1]))
     if not plans:
