@@ -70,7 +70,7 @@ async def run(data: Path, work_dir: Path, projects: list[str] | None) -> dict[st
                 examples, _, _ = await bench._context(state, strategy, item)
                 answer = await answer_from_examples(
                     databases, item.question, state.schema, project.database_url, examples, config, {},
-                    state.values,
+                    state.values, state.paraphrases if settings.learned_paraphrases else None,
                 )  # fmt: skip
                 if answer is None or answer.result is None:
                     continue
@@ -86,7 +86,14 @@ async def run(data: Path, work_dir: Path, projects: list[str] | None) -> dict[st
     return out
 
 
-_SWITCHES = ("template_answers", "shape_templates", "value_templates", "composed_answers", "retrieval_parts")
+_SWITCHES = (
+    "template_answers",
+    "shape_templates",
+    "learned_paraphrases",
+    "value_templates",
+    "composed_answers",
+    "retrieval_parts",
+)
 _BASES = ("verified_example", "adapted_example", "composed_examples")
 
 

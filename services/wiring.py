@@ -110,6 +110,7 @@ async def build_handler(
             parts=settings.retrieval_parts,
             part_similarity=settings.retrieval_part_similarity,
             reserve=settings.retrieval_reserve,
+            paraphrases=settings.learned_paraphrases,
         )
     if name == "generation":
         return GenerationHandler(
@@ -118,6 +119,7 @@ async def build_handler(
             build_databases(settings),
             generation_config(settings),
             project_cache_s=settings.project_cache_s,
+            paraphrases=settings.learned_paraphrases,
         )
     if name == "feedback":
         learner = Learner(

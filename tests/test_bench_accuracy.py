@@ -205,7 +205,8 @@ async def test_scripted_lora_adapter_is_trained_cached_and_routed(tmp_path: Path
     adapter the generation router chose. A second run reuses the adapter from the disk cache."""
     root = make_project(tmp_path)
     gold = {q: sql for q, sql, _ in TEST}
-    # Value grounding off, so the product's wiring (full) is lora's configuration and reuses its answers.
+    # Value grounding and the first-time answer paths off, so the product's wiring (full) is lora's
+    # configuration and reuses its answers.
     settings = Settings(
         data_dir=tmp_path / "data",
         lora_max_steps=1,
@@ -213,6 +214,10 @@ async def test_scripted_lora_adapter_is_trained_cached_and_routed(tmp_path: Path
         value_hints=False,
         value_templates=False,
         mechanical_fixes=False,
+        shape_templates=False,
+        retrieval_parts=0,
+        composed_answers=False,
+        decomposed_answers=False,
     )
     for run in range(2):
         llm = ScriptedLLM(default=lambda prompt: f"```sql\n{gold[_question(prompt)]}\n```", name="scripted")

@@ -38,8 +38,9 @@ from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, QueryFailed, QueryTimeout, SqlRefused
 from services.core.examples.embedder import get_embedder
 from services.core.examples.fewshot import FewshotLibrary
+from services.core.examples.paraphrases import Paraphrases, learn
 from services.core.examples.selection import select_with_reserve
-from services.core.examples.store import count_usable
+from services.core.examples.store import count_usable, usable_pairs
 from services.core.llm.base import LLM, AdapterRef, ModelUnavailable
 from services.core.model_registry import promote, register_candidate
 from services.core.projects import load_project
@@ -77,6 +78,8 @@ class _ProjectState:
     adapter: AdapterRef | None = None
     adapter_info: dict[str, Any] | None = None
     values: ValueIndex | None = None
+    #: The project's learned wordings as of the history replayed so far.
+    paraphrases: Paraphrases = field(default_factory=Paraphrases)
 
 
 def machine_info() -> dict[str, Any]:
@@ -249,6 +252,7 @@ class AccuracyBench:
                 parts=settings.retrieval_parts,
                 part_min_similarity=settings.retrieval_part_similarity,
                 reserve=settings.retrieval_reserve,
+                paraphrases=state.paraphrases if settings.learned_paraphrases else None,
             )
         fewshot: list[ContextExample] = []
         room = max(0, fewshot_k - max(0, len(examples) - top_k // 2))
@@ -322,6 +326,9 @@ class AccuracyBench:
                 domain_note=domain_note,
                 values=values,
                 reserve=reserve,
+                paraphrases=state.paraphrases
+                if strategy.settings_for(self.settings).learned_paraphrases
+                else None,
             )
         except ModelUnavailable as exc:
             latency = time.perf_counter() - started
@@ -459,6 +466,8 @@ class AccuracyBench:
             stats = await replay_history(self.pool, self.learner, state.project.project_id, items)
             state.replay.items += stats.items
             state.replay.actions.update(stats.actions)
+            pairs = await usable_pairs(self.pool, state.project.project_id)
+            state.paraphrases = learn([(q, sql) for _, q, sql in pairs], state.schema.dialect)
         state.replayed = max(state.replayed, count)
 
     async def _usable_examples(self, project_id: str) -> int:

@@ -21,6 +21,7 @@ import sqlglot
 from sqlglot import exp
 
 from services.core.examples.masking import sql_values
+from services.core.examples.paraphrases import Paraphrases, example_shape
 from services.core.examples.parts import shape
 from services.core.schema import SchemaInfo
 from services.core.sql.dialects import glot_dialect
@@ -71,18 +72,21 @@ def shape_adaptations(
     index: ValueIndex,
     *,
     limit: int = 2,
+    paraphrases: Paraphrases | None = None,
 ) -> list[ValueAdaptation]:
     """Examples that ask what ``question`` asks in other words (``parts.shape``: the same content words in the
-    same order once function words and plural and -ing endings are set aside, and a superlative read as its
-    direction: "which state has the highest population" for "what is the state with the largest population"),
-    with the question's values in place of theirs; in the examples' order."""
+    same order once function words, plural and -ing endings and the wording of a superlative are set aside:
+    "which state has the highest population" for "what is the state with the largest population"; and, with
+    ``paraphrases``, but for one wording the project's own examples use interchangeably), with the question's
+    values in place of theirs; in the examples' order."""
     mentioned = index.matches(question)
     ours = shape(question, [m.phrase for m in mentioned])
+    same = (paraphrases or Paraphrases()).same_ask
     out: list[ValueAdaptation] = []
     for example in examples:
         if len(out) >= limit:
             break
-        if ours != shape(example.question, sql_values(example.sql, schema.dialect)):
+        if not same(ours, example_shape(example.question, example.sql, schema.dialect)):
             continue
         sql = with_values(example.question, example.sql, schema, mentioned)
         if sql is not None and sql not in {a.sql for a in out}:

@@ -21,6 +21,7 @@ from events import (
 )
 from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, DatabaseUnavailable
+from services.core.examples.paraphrases import ProjectParaphrases
 from services.core.llm.base import LLM, ModelUnavailable
 from services.core.projects import ProjectCache, load_schema
 from services.generation.followups import suggest_followups
@@ -49,6 +50,7 @@ class GenerationHandler(BaseHandler):
         config: GenerationConfig,
         router: ModelRouter | None = None,
         project_cache_s: float = 5.0,
+        paraphrases: bool = False,
     ) -> None:
         self.pool = pool
         self.projects = ProjectCache(pool, project_cache_s)
@@ -57,6 +59,7 @@ class GenerationHandler(BaseHandler):
         self.config = config
         self.router = router or ModelRouter(pool)
         self.values = ValueIndexes(pool)
+        self.paraphrases = ProjectParaphrases(pool) if paraphrases else None
 
     def ordering_key(self, event: Event) -> str:
         # A model call takes long; only a conversation's own turns need to wait for each other.
@@ -103,6 +106,9 @@ class GenerationHandler(BaseHandler):
                 domain_note=project.description,
                 values=values,
                 reserve=event.reserve,
+                paraphrases=(
+                    await self.paraphrases.get(project.id, schema.dialect) if self.paraphrases else None
+                ),
             )
         except ModelUnavailable as exc:
             message = f"The language model is unavailable: {exc}. Ask again once it is back."

@@ -28,6 +28,7 @@ from services.core.customer_db import (
     QueryResult,
     QueryTimeout,
 )
+from services.core.examples.paraphrases import Paraphrases
 from services.core.examples.selection import by_draft
 from services.core.llm.base import LLM, AdapterRef, ChatMessage, Completion
 from services.core.prompt import Prompt, PromptOptions, build_prompt, build_repair_messages
@@ -172,12 +173,13 @@ async def generate_answer(
     domain_note: str | None = None,
     values: ValueIndex | None = None,
     reserve: list[ContextExample] | None = None,
+    paraphrases: Paraphrases | None = None,
 ) -> GenerationResult:
     config = config or GenerationConfig()
     timings: dict[str, float] = {}
     if config.template_answers and examples:
         from_example = await answer_from_examples(
-            databases, question, schema, database_url, examples, config, timings, values
+            databases, question, schema, database_url, examples, config, timings, values, paraphrases
         )
         if from_example is not None:
             from_example.confidence, from_example.confidence_basis = confidence(
@@ -481,6 +483,7 @@ async def answer_from_examples(
     config: GenerationConfig,
     timings: dict[str, float],
     values: ValueIndex | None = None,
+    paraphrases: Paraphrases | None = None,
 ) -> GenerationResult | None:
     """The first adapted project example that passes the static check and returns rows, or None: strict
     template matches first, then (with a value index) examples adapted through the values the question names
@@ -488,7 +491,7 @@ async def answer_from_examples(
     it counts: no rows, or one row of zeros and NULLs (a COUNT or SUM over nothing), usually means the swapped
     value belongs to another column or is not in the data, and the model does better there."""
     project = [e for e in examples if e.source == "project"]
-    for tries in _example_tries(question, project, schema, config, values, timings):
+    for tries in _example_tries(question, project, schema, config, values, timings, paraphrases):
         for example_id, candidate_sql, basis, single in tries:
             answer = await _run_example(databases, database_url, schema, config, timings, candidate_sql)
             if answer is None:
@@ -518,6 +521,7 @@ def _example_tries(
     config: GenerationConfig,
     values: ValueIndex | None,
     timings: dict[str, float],
+    paraphrases: Paraphrases | None = None,
 ) -> Iterator[list[tuple[str, str, Basis, bool]]]:
     """Adapted queries in the order they are tried, in groups: each group is only worked out once the ones
     before it answered nothing. The flag: whether the answer must be a single row."""
@@ -529,7 +533,9 @@ def _example_tries(
         return
     if config.shape_templates:
         started = time.perf_counter()
-        reworded = shape_adaptations(question, project, schema, values, limit=config.template_tries)
+        reworded = shape_adaptations(
+            question, project, schema, values, limit=config.template_tries, paraphrases=paraphrases
+        )
         _add(timings, "template", started)
         yield [(a.example_id, a.sql, "adapted_example", False) for a in reworded]
     if config.value_templates:

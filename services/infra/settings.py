@@ -227,6 +227,13 @@ class Settings(BaseSettings):
         "direction: 'largest' as 'highest'), with the question's values swapped in (checked, run, kept only "
         "when it returns something).",
     )
+    learned_paraphrases: bool = Field(
+        False,
+        description="Learn from a project's verified examples which wordings its users put for one another "
+        "(two examples with the same query but for values, whose questions differ in one place, at least twice "
+        "and never contradicted) and count a question that is a verified one but for such a wording as the same "
+        "question (templates and retrieval).",
+    )
     composed_answers: bool = Field(
         True,
         description="Answer a question of a new shape from two verified examples, one nested in the other "

@@ -16,6 +16,7 @@ from services.core.examples.embedder import Embedder, embed_async
 from services.core.examples.fewshot import FewshotLibrary
 from services.core.examples.index import VectorIndex
 from services.core.examples.masking import mask_question, retrieval_text
+from services.core.examples.paraphrases import ProjectParaphrases
 from services.core.examples.selection import select_with_reserve
 from services.core.projects import load_schema
 from services.infra import metrics
@@ -39,6 +40,7 @@ class RetrievalHandler(BaseHandler):
         parts: int = 0,
         part_similarity: float = 0.85,
         reserve: int = 0,
+        paraphrases: bool = False,
         library: FewshotLibrary | None = None,
     ) -> None:
         self.pool = pool
@@ -49,6 +51,7 @@ class RetrievalHandler(BaseHandler):
         self.parts = parts
         self.part_similarity = part_similarity
         self.reserve = reserve
+        self.paraphrases = ProjectParaphrases(pool) if paraphrases else None
         self.library = library or FewshotLibrary()
         self.values = ValueIndexes(pool)
 
@@ -99,6 +102,9 @@ class RetrievalHandler(BaseHandler):
                 parts=self.parts,
                 part_min_similarity=self.part_similarity,
                 reserve=self.reserve,
+                paraphrases=(
+                    await self.paraphrases.get(event.project_id, schema.dialect) if self.paraphrases else None
+                ),
             )
         fewshot = []
         # The project's own examples take precedence: library examples only fill what they leave open.

@@ -35,6 +35,7 @@ from services.core.examples.masking import (
     sql_skeleton,
     sql_values,
 )
+from services.core.examples.paraphrases import Paraphrases, example_shape
 from services.core.examples.parts import Split, shape, splits, stand_in_value
 from services.core.examples.store import load_usable
 from services.core.schema import SchemaInfo
@@ -121,16 +122,19 @@ def template_ids(
     candidates: Sequence[Candidate],
     most: int = 2,
     known_values: Sequence[str] = (),
+    paraphrases: Paraphrases | None = None,
 ) -> list[str]:
     """Up to ``most`` candidates that are templates of ``question``: this question with other values
-    (``template_match``) first, then the same question in other words (``parts.shape``)."""
+    (``template_match``) first, then the same question in other words (``parts.shape``, and with
+    ``paraphrases`` the project's own interchangeable wordings)."""
     found = [a.example_id for a in adaptations(question, candidates, dialect, limit=most)]
     ours = shape(question, [v for v in known_values if v.lower() in question.lower()])
+    same = (paraphrases or Paraphrases()).same_ask
     for candidate in candidates:
         if len(found) >= most:
             break
-        if candidate.example_id not in found and ours == shape(
-            candidate.question, sql_values(candidate.sql, dialect)
+        if candidate.example_id not in found and same(
+            ours, example_shape(candidate.question, candidate.sql, dialect)
         ):
             found.append(candidate.example_id)
     return found
@@ -189,6 +193,7 @@ async def select_with_reserve(
     parts: int = 0,
     part_min_similarity: float = 0.85,
     reserve: int = 0,
+    paraphrases: Paraphrases | None = None,
 ) -> tuple[list[ContextExample], list[ContextExample]]:
     """Up to ``k`` of the project's usable examples for ``question`` (and its parts), best first (source='project').
 
@@ -199,6 +204,7 @@ async def select_with_reserve(
     ``parts``: when no example is this question with other values, up to this many examples of its parts
     (``part_examples``) lead the list, so the prompt shows the shapes a new question is made of; they come on
     top of the ``k`` (what was measured: bench/README.md, "First-time answers").
+    ``paraphrases``: the project's interchangeable wordings, for finding templates (``template_ids``).
     ``reserve``: besides, up to this many further candidates, most similar first, for a second selection by
     the shape of a drafted query (``by_draft``).
     """
@@ -210,7 +216,9 @@ async def select_with_reserve(
     if not pool_candidates:
         return [], []
     chosen = select_from_candidates(pool_candidates, k, diversity=diversity, min_similarity=min_similarity)
-    lead_ids = template_ids(question, schema.dialect, pool_candidates, known_values=known_values)
+    lead_ids = template_ids(
+        question, schema.dialect, pool_candidates, known_values=known_values, paraphrases=paraphrases
+    )
     chosen = templates_first(pool_candidates, chosen, lead_ids, k)
     if parts > 0 and not lead_ids:
         chosen = _with_parts(

@@ -1,0 +1,95 @@
+"""Wordings a project's users put for one another, learned from its verified examples: what is learned, what a
+contradiction or a single pair keeps out, and an example reworded that way answering through the templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.core.examples.paraphrases import Paraphrases, example_shape, learn
+from services.core.examples.parts import shape
+from services.core.schema import Column, SchemaInfo, Table
+from services.core.value_templates import shape_adaptations
+from services.core.values import ColumnValues, ValueIndex
+
+RUNS = "SELECT river FROM flows WHERE region = '{}'"
+COUNT_RUNS = "SELECT COUNT(river) FROM flows WHERE region = '{}'"
+TALLEST = "SELECT MAX(height) FROM peaks WHERE region = '{}'"
+NAMED = "SELECT name FROM peaks WHERE region = '{}' ORDER BY height DESC LIMIT 1"
+
+# The project's verified examples: (question, SQL). A wording is learned from two different contexts ("which
+# rivers ... through" and "how many rivers ... through"); questions that differ in function words only are one.
+HISTORY = [
+    ("which rivers run through north", RUNS.format("north")),
+    ("which rivers flow through south", RUNS.format("south")),
+    ("what rivers run through east", RUNS.format("east")),
+    ("what rivers flow through west", RUNS.format("west")),
+    ("how many rivers run through north", COUNT_RUNS.format("north")),
+    ("how many rivers flow through east", COUNT_RUNS.format("east")),
+    # 'summit' and 'peak' mean the same twice...
+    ("how high is the tallest summit in north", TALLEST.format("north")),
+    ("how high is the tallest peak in south", TALLEST.format("south")),
+    ("what is the highest summit of east", TALLEST.format("east")),
+    ("what is the highest peak of west", TALLEST.format("west")),
+    # ... 'height' and 'elevation' once only...
+    ("what is the height of the top of north", TALLEST.format("north")),
+    ("what is the elevation of the top of south", TALLEST.format("south")),
+    # ... and 'mountain' and 'peak' mean the same once but not another time: contradicted.
+    ("which mountain is tallest in north", NAMED.format("north")),
+    ("which peak is tallest in south", NAMED.format("south")),
+    ("which mountain is biggest in east", TALLEST.format("east")),
+    ("which peak is biggest in west", NAMED.format("west")),
+]
+REGIONS = ["north", "south", "east", "west"]
+
+
+def learned() -> Paraphrases:
+    return learn(HISTORY, "sqlite")
+
+
+# (question, example question, same ask?)
+CASES = [
+    ("which rivers flow through north", "which rivers run through south", True),
+    ("how high is the tallest summit in west", "how high is the tallest peak in north", True),
+    # One pair is not enough support.
+    ("what is the height of the top of west", "what is the elevation of the top of east", False),
+    # A contradicted wording is not learned.
+    ("which mountain is tallest in west", "which peak is tallest in east", False),
+    # Two places differing is more than one wording.
+    ("which rivers flow into north", "which rivers run through south", False),
+    # Values never stand in a wording.
+    ("which rivers flow through north", "which rivers flow through south", True),
+]
+
+
+@pytest.mark.parametrize(("question", "example", "same"), CASES)
+def test_learned_wordings(question: str, example: str, same: bool) -> None:
+    ours = shape(question, [r for r in REGIONS if r in question])
+    theirs = shape(example, [r for r in REGIONS if r in example])
+    assert learned().same_ask(ours, theirs) is same
+
+
+def test_nothing_is_learned_from_one_example_or_none() -> None:
+    assert len(learn([], "sqlite")) == 0
+    assert len(learn(HISTORY[:1], "sqlite")) == 0
+    wordings = learned().wordings
+    assert {(("flow",), ("run",)), (("peak",), ("summit",))} <= wordings
+    assert (("elevation",), ("height",)) not in wordings and (("mountain",), ("peak",)) not in wordings
+
+
+def test_an_example_in_other_words_answers_with_the_questions_values() -> None:
+    schema = SchemaInfo("sqlite", [Table("flows", [Column("river", "TEXT"), Column("region", "TEXT")])])
+    index = ValueIndex([ColumnValues("flows", "region", tuple(REGIONS), True)])
+
+    class Example:
+        example_id = "runs"
+        question = "which rivers run through north"
+        sql = RUNS.format("north")
+        score = 0.9
+
+    question = "which rivers flow through west"
+    assert shape_adaptations(question, [Example()], schema, index) == []
+    [adapted] = shape_adaptations(question, [Example()], schema, index, paraphrases=learned())
+    assert adapted.sql == RUNS.format("west")
+    assert example_shape(Example.question, Example.sql, "sqlite") == shape(
+        "which rivers run through <x>", ["<x>"]
+    )
