@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from events import ContextExample, Turn
+from services.core.column_hints import column_hints
 from services.core.llm.base import ChatMessage, estimate_tokens
 from services.core.schema import Column, SchemaInfo, Table, derived
 
@@ -64,6 +65,8 @@ class PromptOptions:
     max_samples: int = 3
     #: Values of the database that the question mentions, with the columns that hold them.
     value_hints: bool = True
+    #: Columns the question names by their own words, where one table has them (``column_hints``).
+    column_hints: bool = False
 
     @classmethod
     def baseline(cls) -> PromptOptions:
@@ -348,12 +351,15 @@ def _render_fewshot(examples: list[ContextExample]) -> str:
     return "Examples from similar databases (their tables may differ from this schema):\n" + "\n".join(pairs)
 
 
-def _with_values(question: str, hints: list[str]) -> str:
-    """The question, then the database values it mentions: on the question's own line they stay tied to it
-    (a separate message made a small model treat them as a question of their own)."""
-    if not hints:
-        return question
-    return f"{question}\n(Database values: {'; '.join(hints)}.)"
+def _with_values(question: str, hints: list[str], columns: list[str] | None = None) -> str:
+    """The question, then the database values and the columns it mentions: on the question's own lines they
+    stay tied to it (a separate message made a small model treat them as a question of their own)."""
+    out = question
+    if hints:
+        out += f"\n(Database values: {'; '.join(hints)}.)"
+    if columns:
+        out += f"\n(Columns: {'; '.join(columns)}.)"
+    return out
 
 
 def _example_turns(examples: list[ContextExample]) -> list[ChatMessage]:
@@ -415,6 +421,7 @@ class _State:
     history: list[tuple[int, Turn]]
     examples: list[ContextExample]
     values: list[str]
+    columns: list[str] = field(default_factory=list)
 
 
 def build_prompt(
@@ -460,6 +467,7 @@ def build_prompt(
         history=numbered_turns,
         examples=project_examples,
         values=list(value_hints or []) if options.value_hints else [],
+        columns=column_hints(question, schema) if options.column_hints else [],
     )
 
     def render() -> tuple[list[ChatMessage], list[str]]:
@@ -488,7 +496,11 @@ def build_prompt(
             parts.append("history")
         if state.values:
             parts.append("value_hints")
-        messages.append(ChatMessage(role="user", content=_with_values(question.strip(), state.values)))
+        if state.columns:
+            parts.append("column_hints")
+        messages.append(
+            ChatMessage(role="user", content=_with_values(question.strip(), state.values, state.columns))
+        )
         return messages, parts
 
     def measure(messages: list[ChatMessage]) -> int:
@@ -503,6 +515,8 @@ def build_prompt(
             yield f"example:{state.examples.pop().example_id}"
         while state.values:
             yield f"value:{state.values.pop()}"
+        while state.columns:
+            yield f"column:{state.columns.pop()}"
         if state.samples:
             state.samples = False
             yield "sample_values"
@@ -553,15 +567,18 @@ def _part_tokens(
     varying part's messages."""
     out = {"prefix": count(messages[0]["content"]) + _MESSAGE_OVERHEAD}
     rest = messages[1:-1]
-    names = [p for p in parts if p in ("fewshot", "examples", "history", "value_hints")]
+    names = [p for p in parts if p in ("fewshot", "examples", "history", "value_hints", "column_hints")]
     index = 0
     if "fewshot" in names:
         out["fewshot"] = count(rest[index]["content"]) + _MESSAGE_OVERHEAD
         index += 1
     out["examples_and_history"] = sum(count(m["content"]) + _MESSAGE_OVERHEAD for m in rest[index:])
     out["question"] = count(messages[-1]["content"]) + _MESSAGE_OVERHEAD
-    if "value_hints" in names:
-        bare = count(messages[-1]["content"].split("\n(Database values:", 1)[0]) + _MESSAGE_OVERHEAD
+    if "value_hints" in names or "column_hints" in names:
+        # The hints are the lines after the question's own ("\n(Database values: ...)", "\n(Columns: ...)").
+        text = messages[-1]["content"]
+        cut = min(i for i in (text.rfind("\n(Database values:"), text.rfind("\n(Columns:")) if i >= 0)
+        bare = count(text[:cut]) + _MESSAGE_OVERHEAD
         out["value_hints"] = out["question"] - bare
         out["question"] = bare
     return out

@@ -214,6 +214,11 @@ class Settings(BaseSettings):
         True,
         description="Name in the prompt the database values a question mentions and the columns holding them.",
     )
+    column_hints: bool = Field(
+        False,
+        description="Name in the prompt the column a question's words stand for where one table has a column of "
+        "that name ('densities' is state.density); shared names, ids and names are left out.",
+    )
     value_templates: bool = Field(
         True,
         description="Answer from a very similar verified example adapted through the values the question names "
@@ -228,7 +233,7 @@ class Settings(BaseSettings):
         "when it returns something).",
     )
     learned_paraphrases: bool = Field(
-        False,
+        True,
         description="Learn from a project's verified examples which wordings its users put for one another "
         "(two examples with the same query but for values, whose questions differ in one place, at least twice "
         "and never contradicted) and count a question that is a verified one but for such a wording as the same "

@@ -1,0 +1,75 @@
+"""Schema linking: the columns a question names by their own words.
+
+A small model often reads an attribute word as another column of a table it already chose ("the population
+densities of each state" → ``population``, "the capital city in texas" → ``city.capital``). Where a question's
+words are a column's name ("densities" for ``density``, "capital" for ``capital``) and only one table has a
+column of that name, the prompt says so next to the question: "'densities' is state.density". A name several
+tables share ("population" in ``city`` and ``state``) is left to the model, like a value found in many columns:
+naming every holder only invites joins. Identifier-like names ("id", "name", a table's own name) are not
+hinted either: they say nothing about which attribute is asked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from services.core.schema import SchemaInfo
+
+#: Hints per question, most words first.
+MAX_COLUMN_HINTS = 3
+_WORD = re.compile(r"[a-z0-9]+")
+#: Column-name words that say which row, not which attribute.
+_IDENTIFYING = frozenset({"id", "key", "name", "code", "no", "num", "uuid", "pk", "fk"})
+
+
+def _stem(word: str) -> str:
+    """A word without its plural ending ("densities" → "density", "lengths" → "length")."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _words(text: str) -> list[str]:
+    # Name parts: snake_case, camelCase and spaces all split into lower-case words.
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
+    return _WORD.findall(spaced.lower().replace("_", " "))
+
+
+def column_hints(question: str, schema: SchemaInfo) -> list[str]:
+    """Prompt lines naming the one column each attribute word of ``question`` stands for."""
+    holders: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    table_names = {tuple(_stem(w) for w in _words(t.name)) for t in schema.tables}
+    for table in schema.tables:
+        for column in table.columns:
+            key = tuple(_stem(w) for w in _words(column.name))
+            if not key or set(key) & _IDENTIFYING or key in table_names:
+                continue
+            holders[key].append(f"{table.name}.{column.name}")
+    words = _words(question)
+    stems = [_stem(w) for w in words]
+    found: list[tuple[int, int, str]] = []
+    for key, columns in holders.items():
+        if len(columns) != 1:
+            continue
+        size = len(key)
+        for start in range(len(stems) - size + 1):
+            if tuple(stems[start : start + size]) == key:
+                found.append((start, start + size, columns[0]))
+                break
+    found.sort(key=lambda f: (-(f[1] - f[0]), f[0]))
+    out: list[str] = []
+    taken: list[tuple[int, int]] = []
+    for start, end, holder in found:
+        if any(start < e and s < end for s, e in taken):
+            continue
+        taken.append((start, end))
+        out.append(f"'{' '.join(words[start:end])}' is {holder}")
+        if len(out) >= MAX_COLUMN_HINTS:
+            break
+    return out
+
+
+__all__ = ["MAX_COLUMN_HINTS", "column_hints"]

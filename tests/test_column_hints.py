@@ -1,0 +1,87 @@
+"""Schema linking hints: the one column a question's words name (``services/core/column_hints.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.core.column_hints import column_hints
+from services.core.prompt import PromptOptions, build_prompt
+from services.core.schema import Column, SchemaInfo, Table
+
+
+def _schema() -> SchemaInfo:
+    def table(name: str, *columns: str) -> Table:
+        return Table(name=name, columns=[Column(name=c, type="TEXT") for c in columns])
+
+    return SchemaInfo(
+        dialect="sqlite",
+        tables=[
+            table("state", "state_name", "population", "area", "capital", "density"),
+            table("city", "city_name", "population", "state_name"),
+            table("lake", "lake_name", "area", "state_name"),
+            table("highlow", "state_name", "highestPoint", "lowest_elevation"),
+            table("order_item", "id", "unit_price", "order_item"),
+        ],
+    )
+
+
+CASES = [
+    # question, hints
+    ("what are the population densities of each state", ["'densities' is state.density"]),
+    ("what are the capital city in texas", ["'capital' is state.capital"]),
+    # A name two tables share says nothing about which table.
+    ("what is the population of boston", []),
+    ("what is the area of alaska", []),
+    # Several words, camelCase and snake_case names alike; the longest first.
+    (
+        "what is the lowest elevation and the highest point of ohio",
+        ["'lowest elevation' is highlow.lowest_elevation", "'highest point' is highlow.highestPoint"],
+    ),
+    ("average unit prices per order", ["'unit prices' is order_item.unit_price"]),
+    # Ids, names and a column named like its table are not attributes.
+    ("list every city name and its id", []),
+    ("which order item is most common", []),
+    ("how many rivers are there", []),
+]
+
+
+@pytest.mark.parametrize(("question", "hints"), CASES, ids=[c[0] for c in CASES])
+def test_column_hints(question: str, hints: list[str]) -> None:
+    assert column_hints(question, _schema()) == hints
+
+
+def test_hints_are_on_the_question_line_only_when_switched_on() -> None:
+    question = "what are the population densities of each state"
+    off = build_prompt(question, _schema())
+    on = build_prompt(question, _schema(), options=PromptOptions().but(column_hints=True))
+    assert "(Columns:" not in off.messages[-1]["content"]
+    assert on.messages[-1]["content"] == f"{question}\n(Columns: 'densities' is state.density.)"
+    assert "column_hints" in on.parts
+    # The fixed prefix a project's questions share is unchanged: the hint costs no prefix reuse.
+    assert on.messages[0] == off.messages[0]
+    assert on.part_tokens["question"] == off.part_tokens["question"]
+    assert on.part_tokens["value_hints"] > 0
+
+
+def test_column_hints_go_with_value_hints_and_are_dropped_over_budget() -> None:
+    question = "what are the population densities of each state"
+    prompt = build_prompt(
+        question,
+        _schema(),
+        options=PromptOptions().but(column_hints=True),
+        value_hints=["'texas' is in state.state_name"],
+    )
+    assert prompt.messages[-1]["content"].endswith(
+        "\n(Database values: 'texas' is in state.state_name.)\n(Columns: 'densities' is state.density.)"
+    )
+    bare = build_prompt(question, _schema())
+    tight = build_prompt(
+        question,
+        _schema(),
+        options=PromptOptions().but(column_hints=True),
+        value_hints=["'texas' is in state.state_name"],
+        budget_tokens=bare.tokens,
+    )
+    # Value hints go first, then the column hints, before anything of the schema.
+    assert tight.dropped == ["value:'texas' is in state.state_name", "column:'densities' is state.density"]
+    assert "(Columns:" not in tight.messages[-1]["content"]
