@@ -15,21 +15,13 @@ import re
 from collections import defaultdict
 
 from services.core.schema import SchemaInfo
+from services.core.words import singular as _stem
 
 #: Hints per question, most words first.
 MAX_COLUMN_HINTS = 3
 _WORD = re.compile(r"[a-z0-9]+")
 #: Column-name words that say which row, not which attribute.
 _IDENTIFYING = frozenset({"id", "key", "name", "code", "no", "num", "uuid", "pk", "fk"})
-
-
-def _stem(word: str) -> str:
-    """A word without its plural ending ("densities" → "density", "lengths" → "length")."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
 
 
 def _words(text: str) -> list[str]:

@@ -26,6 +26,7 @@ from events import ContextExample, Turn
 from services.core.column_hints import column_hints
 from services.core.llm.base import ChatMessage, estimate_tokens
 from services.core.schema import Column, SchemaInfo, Table, derived
+from services.core.words import singular as _stem
 
 DIALECT_NAMES: dict[str, str] = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MySQL"}
 
@@ -110,14 +111,6 @@ class Prompt:
 
 
 # --- relevance ---------------------------------------------------------------------------------------------
-
-
-def _stem(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
 
 
 def words(text: str) -> set[str]:
