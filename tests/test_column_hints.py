@@ -11,16 +11,20 @@ from services.core.schema import Column, SchemaInfo, Table
 
 def _schema() -> SchemaInfo:
     def table(name: str, *columns: str) -> Table:
-        return Table(name=name, columns=[Column(name=c, type="TEXT") for c in columns])
+        # "name:TYPE"; text where no type is given.
+        parts = [c.partition(":") for c in columns]
+        return Table(name=name, columns=[Column(name=n, type=kind or "TEXT") for n, _, kind in parts])
 
     return SchemaInfo(
         dialect="sqlite",
         tables=[
-            table("state", "state_name", "population", "area", "capital", "density"),
-            table("city", "city_name", "population", "state_name"),
-            table("lake", "lake_name", "area", "state_name"),
-            table("highlow", "state_name", "highestPoint", "lowest_elevation"),
-            table("order_item", "id", "unit_price", "order_item"),
+            table("state", "state_name", "population:int", "area:double", "capital", "density:double"),
+            table("city", "city_name", "population:INTEGER", "state_name"),
+            table("lake", "lake_name", "area:REAL", "state_name"),
+            table(
+                "highlow", "state_name", "highestPoint:numeric(8,2)", "lowest_elevation:bigint", "high_point"
+            ),
+            table("order_item", "id:int", "unit_price:decimal(10, 2)", "order_item:int", "unit_note"),
         ],
     )
 
@@ -28,7 +32,10 @@ def _schema() -> SchemaInfo:
 CASES = [
     # question, hints
     ("what are the population densities of each state", ["'densities' is state.density"]),
-    ("what are the capital city in texas", ["'capital' is state.capital"]),
+    # Text columns are left to the value hints.
+    ("what are the capital city in texas", []),
+    ("what is the high point of ohio", []),
+    ("show the unit notes", []),
     # A name two tables share says nothing about which table.
     ("what is the population of boston", []),
     ("what is the area of alaska", []),

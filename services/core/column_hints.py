@@ -1,12 +1,13 @@
-"""Schema linking: the columns a question names by their own words.
+"""Schema linking: the measure columns a question names by their own words.
 
-A small model often reads an attribute word as another column of a table it already chose ("the population
-densities of each state" → ``population``, "the capital city in texas" → ``city.capital``). Where a question's
-words are a column's name ("densities" for ``density``, "capital" for ``capital``) and only one table has a
-column of that name, the prompt says so next to the question: "'densities' is state.density". A name several
-tables share ("population" in ``city`` and ``state``) is left to the model, like a value found in many columns:
-naming every holder only invites joins. Identifier-like names ("id", "name", a table's own name) are not
-hinted either: they say nothing about which attribute is asked.
+A small model often reads a measure word as another column of a table it already chose ("the population
+densities of each state" → ``population``). Where a question's words are the name of a numeric column ("densities"
+for ``density``, "length" for ``length``) and only one table has a column of that name, the prompt says so next
+to the question: "'densities' is state.density". A name several tables share ("population" in ``city`` and
+``state``) is left to the model, like a value found in many columns: naming every holder only invites joins.
+Text columns are not hinted: value hints already name the columns a question's values are in, and told that
+"highest point" is a text column, the 0.5B model sorted by it (measured: bench/README.md, "Column hints").
+Identifier-like names ("id", "name", a table's own name) say nothing about which attribute is asked.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from services.core.words import singular as _stem
 #: Hints per question, most words first.
 MAX_COLUMN_HINTS = 3
 _WORD = re.compile(r"[a-z0-9]+")
+#: First words of the SQL types of numbers, across SQLite, PostgreSQL and MySQL.
+_NUMERIC = frozenset(
+    """int integer tinyint smallint mediumint bigint int2 int4 int8 real float float4 float8 double numeric
+    decimal number money""".split()
+)
 #: Column-name words that say which row, not which attribute.
 _IDENTIFYING = frozenset({"id", "key", "name", "code", "no", "num", "uuid", "pk", "fk"})
 
@@ -30,6 +36,11 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(spaced.lower().replace("_", " "))
 
 
+def _numeric(sql_type: str) -> bool:
+    words = sql_type.lower().replace("(", " ").split()
+    return bool(words) and words[0] in _NUMERIC
+
+
 def column_hints(question: str, schema: SchemaInfo) -> list[str]:
     """Prompt lines naming the one column each attribute word of ``question`` stands for."""
     holders: dict[tuple[str, ...], list[str]] = defaultdict(list)
@@ -37,7 +48,7 @@ def column_hints(question: str, schema: SchemaInfo) -> list[str]:
     for table in schema.tables:
         for column in table.columns:
             key = tuple(_stem(w) for w in _words(column.name))
-            if not key or set(key) & _IDENTIFYING or key in table_names:
+            if not key or set(key) & _IDENTIFYING or key in table_names or not _numeric(column.type):
                 continue
             holders[key].append(f"{table.name}.{column.name}")
     words = _words(question)

@@ -66,7 +66,8 @@ class PromptOptions:
     max_samples: int = 3
     #: Values of the database that the question mentions, with the columns that hold them.
     value_hints: bool = True
-    #: Columns the question names by their own words, where one table has them (``column_hints``).
+    #: Numeric columns the question names by their own words, where one table has them (``column_hints``); the
+    #: product turns it on (``QUERYLIFT_COLUMN_HINTS``), the benchmark's other strategies keep their prompts.
     column_hints: bool = False
 
     @classmethod

@@ -215,9 +215,10 @@ class Settings(BaseSettings):
         description="Name in the prompt the database values a question mentions and the columns holding them.",
     )
     column_hints: bool = Field(
-        False,
-        description="Name in the prompt the column a question's words stand for where one table has a column of "
-        "that name ('densities' is state.density); shared names, ids and names are left out.",
+        True,
+        description="Name in the prompt the numeric column a question's words stand for where one table has a "
+        "column of that name ('densities' is state.density); shared names, text columns, ids and names are left "
+        "out.",
     )
     value_templates: bool = Field(
         True,
