@@ -38,9 +38,9 @@ from services.core.column_values_store import ValueIndexes
 from services.core.customer_db import CustomerDatabases, QueryFailed, QueryTimeout, SqlRefused
 from services.core.examples.embedder import get_embedder
 from services.core.examples.fewshot import FewshotLibrary
-from services.core.examples.paraphrases import Paraphrases, learn
+from services.core.examples.paraphrases import Paraphrases, learn_project
 from services.core.examples.selection import select_with_reserve
-from services.core.examples.store import count_usable, usable_pairs
+from services.core.examples.store import count_usable
 from services.core.llm.base import LLM, AdapterRef, ModelUnavailable
 from services.core.model_registry import promote, register_candidate
 from services.core.projects import load_project
@@ -466,8 +466,7 @@ class AccuracyBench:
             stats = await replay_history(self.pool, self.learner, state.project.project_id, items)
             state.replay.items += stats.items
             state.replay.actions.update(stats.actions)
-            pairs = await usable_pairs(self.pool, state.project.project_id)
-            state.paraphrases = learn([(q, sql) for _, q, sql in pairs], state.schema.dialect)
+            state.paraphrases = await learn_project(self.pool, state.project.project_id, state.schema.dialect)
         state.replayed = max(state.replayed, count)
 
     async def _usable_examples(self, project_id: str) -> int:

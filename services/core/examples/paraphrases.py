@@ -126,6 +126,13 @@ def learn(examples: Iterable[tuple[str, str]], dialect: str, *, min_support: int
     return Paraphrases(frozenset(k for k, n in support.items() if n >= min_support and k not in contradicted))
 
 
+async def learn_project(pool: asyncpg.Pool, project_id: str, dialect: str) -> Paraphrases:
+    """The wordings a project's usable examples support, as of now."""
+    pairs = await usable_pairs(pool, project_id)
+    # Grouping a large project's examples takes a moment: off the event loop.
+    return await asyncio.to_thread(learn, [(question, sql) for _, question, sql in pairs], dialect)
+
+
 class ProjectParaphrases:
     """Per-process cache of projects' learned paraphrases, learned again at most every ``ttl_s`` seconds (new
     verified examples add wordings; a stale set only misses some)."""
@@ -141,13 +148,11 @@ class ProjectParaphrases:
         hit = self._known.get(project_id)
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        pairs = await usable_pairs(self.pool, project_id)
-        # Comparing every pair of a large project's examples takes a moment: off the event loop.
-        learned = await asyncio.to_thread(learn, [(question, sql) for _, question, sql in pairs], dialect)
+        learned = await learn_project(self.pool, project_id, dialect)
         if len(self._known) >= self.max_projects:
             self._known.pop(next(iter(self._known)))
         self._known[project_id] = (now, learned)
         return learned
 
 
-__all__ = ["Paraphrases", "ProjectParaphrases", "example_shape", "learn"]
+__all__ = ["Paraphrases", "ProjectParaphrases", "example_shape", "learn", "learn_project"]
