@@ -1,15 +1,26 @@
 """Wordings a project's users put for one another, learned from its verified examples: what is learned, what a
-contradiction or a single pair keeps out, and an example reworded that way answering through the templates."""
+contradiction or a single pair keeps out, an example reworded that way answering through the templates, and a
+project's wordings learned from its own usable examples in the system of record."""
 
 from __future__ import annotations
 
+import uuid
+
+import asyncpg
 import pytest
 
-from services.core.examples.paraphrases import Paraphrases, example_shape, learn
+from services.core.examples.paraphrases import (
+    Paraphrases,
+    ProjectParaphrases,
+    example_shape,
+    learn,
+    learn_project,
+)
 from services.core.examples.parts import shape
 from services.core.schema import Column, SchemaInfo, Table
 from services.core.value_templates import shape_adaptations
 from services.core.values import ColumnValues, ValueIndex
+from tests.conftest import unique
 
 RUNS = "SELECT river FROM flows WHERE region = '{}'"
 COUNT_RUNS = "SELECT COUNT(river) FROM flows WHERE region = '{}'"
@@ -93,3 +104,60 @@ def test_an_example_in_other_words_answers_with_the_questions_values() -> None:
     assert example_shape(Example.question, Example.sql, "sqlite") == shape(
         "which rivers run through <x>", ["<x>"]
     )
+
+
+# --- a project's wordings, from the system of record ----------------------------------------------------------
+
+
+async def _project_with(pool: asyncpg.Pool, examples: list[tuple[str, str]], **flags: bool) -> str:
+    project = unique("para")
+    await pool.execute(
+        "INSERT INTO projects (id, name, database_url, dialect) VALUES ($1, $1, 'sqlite:///x.db', 'sqlite')",
+        project,
+    )
+    for question, sql in examples:
+        await _add(pool, project, question, sql, **flags)
+    return project
+
+
+async def _add(pool: asyncpg.Pool, project: str, question: str, sql: str, **flags: bool) -> None:
+    await pool.execute(
+        "INSERT INTO examples (id, project_id, question, sql, source, verified, rated_down, stale)"
+        " VALUES ($1, $2, $3, $4, 'import', true, $5, $6)",
+        uuid.uuid4(),
+        project,
+        question,
+        sql,
+        flags.get("rated_down", False),
+        flags.get("stale", False),
+    )
+
+
+# Two contexts in which 'flow' and 'run' are interchangeable: the least support that teaches the pair.
+_FLOW_RUN = [
+    ("which rivers flow through texas", RUNS.format("texas")),
+    ("which rivers run through ohio", RUNS.format("ohio")),
+    ("how many rivers flow through iowa", COUNT_RUNS.format("iowa")),
+    ("how many rivers run through utah", COUNT_RUNS.format("utah")),
+]
+
+
+async def test_a_project_learns_from_its_own_usable_examples_only(pool: asyncpg.Pool) -> None:
+    flow, run = ("flow",), ("run",)
+    ours = await _project_with(pool, _FLOW_RUN)
+    rated_down = await _project_with(pool, _FLOW_RUN, rated_down=True)
+    assert (flow, run) in (await learn_project(pool, ours, "sqlite")).wordings
+    assert len(await learn_project(pool, rated_down, "sqlite")) == 0
+    # Another project's examples teach this one nothing.
+    empty = await _project_with(pool, [])
+    assert len(await learn_project(pool, empty, "sqlite")) == 0
+
+
+async def test_the_cache_learns_again_only_after_its_ttl(pool: asyncpg.Pool) -> None:
+    project = await _project_with(pool, _FLOW_RUN[:2])
+    cache = ProjectParaphrases(pool, ttl_s=3600)
+    assert len(await cache.get(project, "sqlite")) == 0  # one context is not enough
+    for question, sql in _FLOW_RUN[2:]:
+        await _add(pool, project, question, sql)
+    assert len(await cache.get(project, "sqlite")) == 0  # still the learned set
+    assert len(await ProjectParaphrases(pool, ttl_s=0).get(project, "sqlite")) == 1
