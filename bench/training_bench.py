@@ -6,6 +6,12 @@ arithmetic per step is identical). Inputs are synthetic chat examples of about `
 numbers measure compute, not data.
 
     python -m bench.training_bench --steps 6 --source gguf --out bench/results/training_bench.json
+
+``--varying-tokens`` gives each example a part of its own after the shared system prompt (a serving prompt's
+examples and question), and ``--shared-prefix both`` times training with and without the shared prefix run
+once per step, interleaved round by round (gguf source):
+
+    python -m bench.training_bench --steps 3 --seq-tokens 770 --varying-tokens 330 --shared-prefix both --rounds 2
 """
 
 from __future__ import annotations
@@ -35,14 +41,23 @@ QWEN_05B: dict[str, Any] = {
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-def _synthetic_records(n: int, seq_tokens: int) -> list[dict[str, Any]]:
+def _synthetic_records(n: int, seq_tokens: int, varying_tokens: int = 0) -> list[dict[str, Any]]:
     # ~1.3 tokens per word for this kind of text; the schema-like filler stands in for the prompt's schema.
     filler = " ".join(f"table_{i}(id, name_{i}, amount_{i} -> other_{i}.id)" for i in range(seq_tokens // 12))
+
+    def own(i: int) -> str:  # stands in for a serving prompt's retrieved examples, different per question
+        return " ".join(
+            f"Q: rows of t{i}_{j} over {j}? SQL: SELECT * FROM t{i}_{j}" for j in range(varying_tokens // 16)
+        )
+
     return [
         {
             "messages": [
                 {"role": "system", "content": "You write SQLite SQL queries. " + filler},
-                {"role": "user", "content": f"how many rows in table_{i} have amount_{i} above {i * 10}"},
+                {
+                    "role": "user",
+                    "content": own(i) + f"\nhow many rows in table_{i} have amount_{i} above {i * 10}",
+                },
                 {
                     "role": "assistant",
                     "content": f"```sql\nSELECT COUNT(*) FROM table_{i} WHERE amount_{i} > {i * 10}\n```",
@@ -54,7 +69,13 @@ def _synthetic_records(n: int, seq_tokens: int) -> list[dict[str, Any]]:
 
 
 def _bench_gguf(
-    steps: int, batch_size: int, seq_tokens: int, threads: int, cache_dir: Path
+    steps: int,
+    batch_size: int,
+    seq_tokens: int,
+    threads: int,
+    cache_dir: Path,
+    varying_tokens: int = 0,
+    shared_prefix: bool = True,
 ) -> dict[str, Any]:
     gguf = resolve_gguf("qwen2.5-coder-0.5b-instruct", cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +85,7 @@ def _bench_gguf(
             "base_model": str(gguf),
             "model_cache_dir": None,  # no 2 GB float copy for a benchmark
             "adapter_dir": tmp,
-            "train": _synthetic_records(batch_size * steps, seq_tokens),
+            "train": _synthetic_records(batch_size * steps, seq_tokens, varying_tokens),
             "validation": [],
             "lora_r": 8,
             "lora_alpha": 16,
@@ -78,6 +99,7 @@ def _bench_gguf(
             "max_seq_len": 4096,
             "device": "cpu",
             "threads": threads,
+            "shared_prefix": shared_prefix,
         }
         step_times: list[float] = []
         last = [time.perf_counter()]
@@ -96,6 +118,7 @@ def _bench_gguf(
         "step_seconds": step_times,
         "first_loss": metrics["first_loss"],
         "train_loss": metrics["train_loss"],
+        "shared_prefix_tokens_saved": metrics["shared_prefix_tokens_saved"],
     }
 
 
@@ -148,6 +171,8 @@ def run_training_bench(
     seq_tokens: int = 384,
     threads: int | None = None,
     cache_dir: Path = Path(".querylift/models"),
+    varying_tokens: int = 0,
+    shared_prefix: bool = True,
 ) -> dict[str, Any]:
     """Seconds per LoRA optimizer step (first step excluded as warm-up) and total time; a plain function."""
     import torch
@@ -155,7 +180,7 @@ def run_training_bench(
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     if source == "gguf":
-        raw = _bench_gguf(steps, batch_size, seq_tokens, threads, cache_dir)
+        raw = _bench_gguf(steps, batch_size, seq_tokens, threads, cache_dir, varying_tokens, shared_prefix)
     elif source == "random":
         raw = _bench_random(steps, batch_size, seq_tokens, threads)
     else:
@@ -171,6 +196,9 @@ def run_training_bench(
         "steps": steps,
         "batch_size": batch_size,
         "seq_tokens": seq_tokens,
+        "varying_tokens": varying_tokens,
+        "shared_prefix": shared_prefix if source == "gguf" else False,
+        "shared_prefix_tokens_saved": raw.get("shared_prefix_tokens_saved", 0),
         "lora": {"r": 8, "alpha": 16, "target_modules": TARGET_MODULES},
         "seconds_per_step": sum(steady) / len(steady),
         "first_step_seconds": raw["step_seconds"][0] if raw["step_seconds"] else None,
@@ -187,7 +215,11 @@ def _table(result: dict[str, Any]) -> str:
     rows = [
         ("model", f"{result['model']} ({result['source']} weights)"),
         ("device / threads", f"{result['device']} / {result['threads']}"),
-        ("steps x batch x tokens", f"{result['steps']} x {result['batch_size']} x ~{result['seq_tokens']}"),
+        (
+            "steps x batch x tokens",
+            f"{result['steps']} x {result['batch_size']} x ~{result['seq_tokens']} + ~{result['varying_tokens']}",
+        ),
+        ("shared prefix once per step", "on" if result["shared_prefix"] else "off"),
         ("seconds per step", f"{result['seconds_per_step']:.2f}"),
         (
             "first step (warm-up)",
@@ -211,22 +243,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-tokens", type=int, default=384)
+    parser.add_argument("--varying-tokens", type=int, default=0)
+    parser.add_argument("--shared-prefix", choices=["on", "off", "both"], default="on")
+    parser.add_argument("--rounds", type=int, default=1, help="with --shared-prefix both: on/off pairs")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path(".querylift/models"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/training_bench.json"))
     args = parser.parse_args(argv)
-    result = run_training_bench(
-        source=args.source,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seq_tokens=args.seq_tokens,
-        threads=args.threads,
-        cache_dir=args.cache_dir,
-    )
-    print(_table(result))
+    settings = {"on": [True], "off": [False], "both": [True, False] * args.rounds}[args.shared_prefix]
+    results = []
+    for shared in settings:
+        result = run_training_bench(
+            source=args.source,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seq_tokens=args.seq_tokens,
+            threads=args.threads,
+            cache_dir=args.cache_dir,
+            varying_tokens=args.varying_tokens,
+            shared_prefix=shared,
+        )
+        print(_table(result) + "\n", flush=True)
+        results.append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten to {args.out}")
+    args.out.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    print(f"written to {args.out}")
     return 0
 
 

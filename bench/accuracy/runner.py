@@ -142,6 +142,7 @@ def settings_record(settings: Settings) -> dict[str, Any]:
         "lora_max_steps",
         "lora_time_budget_s",
         "lora_precision",
+        "lora_shared_prefix",
         "training_seed",
         "validation_share",
     )

@@ -220,6 +220,12 @@ class Settings(BaseSettings):
         "column of that name ('densities' is state.density); shared names, text columns, ids and names are left "
         "out.",
     )
+    plain_example_sql: bool = Field(
+        False,
+        description="Show the project's examples in the prompt without the table aliases their SQL does not need "
+        "(FROM CITY AS CITYalias0 becomes FROM CITY): fewer prompt tokens, and a shorter answer, since the model "
+        "copies the examples' style.",
+    )
     value_templates: bool = Field(
         True,
         description="Answer from a very similar verified example adapted through the values the question names "
@@ -309,6 +315,11 @@ class Settings(BaseSettings):
         "auto",
         description="Training arithmetic: auto is bf16 autocast on a GPU that supports it and fp32 elsewhere; "
         "the LoRA weights and optimizer stay fp32 either way.",
+    )
+    lora_shared_prefix: bool = Field(
+        True,
+        description="Run the prompt tokens every example of an optimizer step begins with (a project's "
+        "instructions and schema) once per step, without gradients through them, instead of once per example.",
     )
     training_seed: int = Field(13, description="Seed of the split and of training.")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of examples held out for the gate.")

@@ -13,6 +13,7 @@ backend serves directly.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ def make_config(
         "micro_batch_size": settings.lora_micro_batch_size,
         "time_budget_s": settings.lora_time_budget_s,
         "precision": settings.lora_precision,
+        "shared_prefix": settings.lora_shared_prefix,
         "seed": settings.training_seed,
         "max_seq_len": settings.llm_context_tokens,
         "device": "auto",
@@ -147,20 +150,44 @@ def micro_batches(
     return [(g, sum(supervised_tokens(e) for e in g) / total) for g in groups]
 
 
-def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The decoder's state after the prompt tokens every example of an optimizer step begins with."""
+
+    cache: Any
+    length: int
+
+
+def _causal_and_body(model: Any) -> tuple[Any, Any]:
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return causal, causal.get_decoder()
+
+
+def answer_loss(model: Any, batch: dict[str, Any], prefix: SharedPrefix | None = None) -> tuple[Any, int]:
     """Mean cross-entropy over the supervised (answer) tokens, and how many there were.
 
     The same value as the causal-LM loss with labels, but the output layer runs only where a label is kept:
     with a vocabulary of 50-150k, logits for every prompt token were most of a CPU step's memory (GBs at a
     batch of 4) and a fifth of its compute, for positions the loss ignores anyway.
+
+    With ``prefix``, ``batch`` holds what follows the step's shared prefix, and attends to its cached state.
     """
     import torch
 
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body = causal.get_decoder()
-    hidden = body(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).last_hidden_state
+    causal, body = _causal_and_body(model)
+    mask = batch["attention_mask"]
+    extra: dict[str, Any]
+    if prefix is not None:
+        rows = int(batch["input_ids"].shape[0])
+        # The decoder appends the suffix's keys to the cache it is given: each micro-batch gets its own copy.
+        cache = copy.deepcopy(prefix.cache)
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+        mask = torch.cat([mask.new_ones((rows, prefix.length)), mask], dim=1)
+        extra = {"past_key_values": cache, "use_cache": True}
+    else:
+        extra = {"use_cache": False}
+    hidden = body(input_ids=batch["input_ids"], attention_mask=mask, **extra).last_hidden_state
     # Position t predicts token t+1.
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
@@ -168,6 +195,64 @@ def answer_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     count = int(keep.sum())
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="mean")
     return loss, count
+
+
+#: Fewer shared tokens than this are not worth a pass of their own.
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_length(batch: list[tuple[list[int], list[int]]]) -> int:
+    """How many leading tokens all of ``batch``'s examples have in common, stopping before the last prompt
+    token of the shortest prompt (that position predicts the first answer token, so it must run with gradients).
+
+    A project's training prompts are its serving prompts: instructions, schema and sample values first, the
+    same bytes for every question. Computing that part once per step, instead of once per example, is most of a
+    CPU step's work: about 770 of 1,100 tokens on the development split's prompts.
+    """
+    if not batch:
+        return 0
+    first_answer = min(
+        next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+        for _, labels in batch
+    )
+    limit = max(0, first_answer - 1)
+    reference = batch[0][0]
+    length = 0
+    while length < limit and all(len(ids) > length and ids[length] == reference[length] for ids, _ in batch):
+        length += 1
+    return length
+
+
+def prefix_state(model: Any, ids: list[int], device: str) -> SharedPrefix:
+    """The shared prefix run once through the current weights, without gradients.
+
+    The answer's loss then reaches the adapter through every suffix token, but not back through the prefix's
+    keys and values (a truncated gradient, like truncated backpropagation through time); the forward pass is
+    exactly the full prompt's.
+    """
+    import torch
+
+    _, body = _causal_and_body(model)
+    with torch.no_grad():
+        out = body(input_ids=torch.tensor([ids], device=device), use_cache=True)
+    return SharedPrefix(cache=out.past_key_values, length=len(ids))
+
+
+def step_prefix(
+    model: Any, examples: list[tuple[list[int], list[int]]], device: str, dtype: Any = None
+) -> SharedPrefix | None:
+    """The shared prefix state of a step's examples, where there are several and they share enough."""
+    length = shared_prefix_length(examples) if len(examples) > 1 else 0
+    if length < MIN_SHARED_PREFIX:
+        return None
+    with _autocast(dtype, device):
+        return prefix_state(model, examples[0][0][:length], device)
+
+
+def _without_prefix(
+    group: list[tuple[list[int], list[int]]], length: int
+) -> list[tuple[list[int], list[int]]]:
+    return [(ids[length:], labels[length:]) for ids, labels in group]
 
 
 def _export_gguf(config: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -224,6 +309,7 @@ def _eval_loss(
     pad_id: int,
     device: str,
     dtype: Any = None,
+    shared: bool = True,
 ) -> float | None:
     import torch
 
@@ -233,11 +319,12 @@ def _eval_loss(
     total, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
-            batch = {
-                k: v.to(device) for k, v in _collate(encoded[start : start + batch_size], pad_id).items()
-            }
+            examples = encoded[start : start + batch_size]
+            prefix = step_prefix(model, examples, device, dtype) if shared else None
+            rows = _without_prefix(examples, prefix.length) if prefix else examples
+            batch = {k: v.to(device) for k, v in _collate(rows, pad_id).items()}
             with _autocast(dtype, device):
-                loss, n = answer_loss(model, batch)
+                loss, n = answer_loss(model, batch, prefix)
             total += float(loss) * n
             tokens += n
     model.train()
@@ -352,6 +439,8 @@ def _run(
     # (gradients accumulated to the same step) keeps a step's memory to one prompt's; a GPU runs them together.
     micro = int(config.get("micro_batch_size") or 0) or (batch_size if device.startswith("cuda") else 1)
 
+    shared = bool(config.get("shared_prefix", True))
+    shared_tokens = 0  # prompt tokens the shared prefix pass saved running again
     losses: list[float] = []
     step = 0
     stopped = "steps"
@@ -364,12 +453,17 @@ def _run(
             if step >= total_steps:
                 break
             step_loss = 0.0
-            for group, share in micro_batches([train[i] for i in order[start : start + batch_size]], micro):
+            examples = [train[i] for i in order[start : start + batch_size]]
+            prefix = step_prefix(model, examples, device, dtype) if shared else None
+            if prefix is not None:
+                shared_tokens += prefix.length * (len(examples) - 1)
+            for group, share in micro_batches(examples, micro):
                 if share == 0:
                     continue
-                batch = {k: v.to(device) for k, v in _collate(group, pad_id).items()}
+                rows = _without_prefix(group, prefix.length) if prefix else group
+                batch = {k: v.to(device) for k, v in _collate(rows, pad_id).items()}
                 with _autocast(dtype, device):
-                    loss, _ = answer_loss(model, batch)
+                    loss, _ = answer_loss(model, batch, prefix)
                 (loss * share).backward()
                 step_loss += float(loss.detach()) * share
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -393,7 +487,7 @@ def _run(
     train_seconds = time.perf_counter() - train_started
 
     report({"stage": "evaluating", "progress": 1.0, "step": step, "total_steps": total_steps})
-    eval_loss = _eval_loss(model, validation, batch_size, pad_id, device, dtype)
+    eval_loss = _eval_loss(model, validation, batch_size, pad_id, device, dtype, shared)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
     checksum = sha256_file(partial / ADAPTER_WEIGHTS)
@@ -412,6 +506,8 @@ def _run(
         "stopped": stopped,
         "precision": "bf16" if dtype is not None else "fp32",
         "micro_batch_size": micro,
+        "shared_prefix": shared,
+        "shared_prefix_tokens_saved": shared_tokens,
         "epochs": step * batch_size / len(train),
         "train_examples": len(train),
         "validation_examples": len(validation),
