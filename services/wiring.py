@@ -73,7 +73,11 @@ def build_llm(settings: Settings) -> LLM:
 
 def generation_config(settings: Settings) -> GenerationConfig:
     return GenerationConfig(
-        prompt=PromptOptions.full().but(value_hints=settings.value_hints, column_hints=settings.column_hints),
+        prompt=PromptOptions.full().but(
+            value_hints=settings.value_hints,
+            column_hints=settings.column_hints,
+            plain_example_sql=settings.plain_example_sql,
+        ),
         mechanical_fixes=settings.mechanical_fixes,
         literal_word_fixes=settings.literal_word_fixes,
         value_check=settings.value_hints,

@@ -20,12 +20,14 @@ import decimal
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from events import ContextExample, Turn
 from services.core.column_hints import column_hints
 from services.core.llm.base import ChatMessage, estimate_tokens
 from services.core.schema import Column, SchemaInfo, Table, derived
+from services.core.sql.aliases import drop_table_aliases
 from services.core.words import singular as _stem
 
 DIALECT_NAMES: dict[str, str] = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MySQL"}
@@ -69,6 +71,9 @@ class PromptOptions:
     #: Numeric columns the question names by their own words, where one table has them (``column_hints``); the
     #: product turns it on (``QUERYLIFT_COLUMN_HINTS``), the benchmark's other strategies keep their prompts.
     column_hints: bool = False
+    #: Project examples' SQL shown without the table aliases it does not need (``services.core.sql.aliases``):
+    #: fewer tokens to read and, since the model copies the style, to write (``QUERYLIFT_PLAIN_EXAMPLE_SQL``).
+    plain_example_sql: bool = False
 
     @classmethod
     def baseline(cls) -> PromptOptions:
@@ -356,14 +361,21 @@ def _with_values(question: str, hints: list[str], columns: list[str] | None = No
     return out
 
 
-def _example_turns(examples: list[ContextExample]) -> list[ChatMessage]:
+def _example_turns(examples: list[ContextExample], plain_dialect: str | None = None) -> list[ChatMessage]:
     # Chat turns rather than inline text: a small model then answers the question exactly as the example
     # answers look (one sql block) instead of continuing a "Question: ... SQL: ..." list. Best last.
     turns: list[ChatMessage] = []
     for e in reversed(examples):
+        sql = plain_example_sql(e.sql, plain_dialect) if plain_dialect else e.sql
         turns.append(ChatMessage(role="user", content=e.question.strip()))
-        turns.append(ChatMessage(role="assistant", content=sql_block(e.sql)))
+        turns.append(ChatMessage(role="assistant", content=sql_block(sql)))
     return turns
+
+
+@lru_cache(maxsize=4096)
+def plain_example_sql(sql: str, dialect: str) -> str:
+    """An example's SQL as the prompt shows it with ``plain_example_sql``: without aliases it does not need."""
+    return drop_table_aliases(sql, dialect)
 
 
 def _history_turns(turns: list[Turn]) -> list[ChatMessage]:
@@ -482,7 +494,7 @@ def build_prompt(
             messages.append(ChatMessage(role="user", content=_render_fewshot(state.fewshot)))
             parts.append("fewshot")
         if state.examples:
-            messages += _example_turns(state.examples)
+            messages += _example_turns(state.examples, dialect if options.plain_example_sql else None)
             parts.append("examples")
         history_turns = _history_turns([t for _, t in state.history])
         if history_turns:
