@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiomysql
 import asyncpg
 import pytest
 
@@ -28,7 +27,7 @@ from services.core.sql import check_sql
 from services.core.values import ColumnValues, ValueIndex
 from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, GenerationResult, generate_answer
 from services.infra.llm.scripted import ScriptedLLM, last_user_message
-from tests.conftest import with_database
+from tests.customer_databases import fresh_mysql, fresh_postgres
 
 SCHEMA = SchemaInfo(
     "sqlite",
@@ -469,38 +468,17 @@ _DDL = (
 )
 
 
+_SHOP_ROWS = {"product": PRODUCTS, "orders": ORDERS, "customer": CUSTOMERS}
+
+
 @pytest.fixture(scope="module")
 async def shop_pg(customer_pg_admin: str) -> AsyncIterator[str]:
-    admin = await asyncpg.connect(customer_pg_admin)
-    await admin.execute("DROP DATABASE IF EXISTS ql_test_composition WITH (FORCE)")
-    await admin.execute("CREATE DATABASE ql_test_composition")
-    await admin.close()
-    url = with_database(customer_pg_admin, "ql_test_composition")
-    conn = await asyncpg.connect(url)
-    for statement in _DDL:
-        await conn.execute(statement)
-    await conn.executemany("INSERT INTO product VALUES ($1, $2, $3)", PRODUCTS)
-    await conn.executemany("INSERT INTO orders VALUES ($1, $2, $3)", ORDERS)
-    await conn.executemany("INSERT INTO customer VALUES ($1, $2)", CUSTOMERS)
-    await conn.close()
-    yield url
+    yield await fresh_postgres(customer_pg_admin, "ql_test_composition", _DDL, _SHOP_ROWS)
 
 
 @pytest.fixture(scope="module")
 async def shop_mysql(customer_mysql: tuple[str, int, str]) -> AsyncIterator[str]:
-    host, port, user = customer_mysql
-    conn = await aiomysql.connect(host=host, port=port, user=user, password="", autocommit=True)
-    async with conn.cursor() as cur:
-        await cur.execute("DROP DATABASE IF EXISTS ql_test_composition")
-        await cur.execute("CREATE DATABASE ql_test_composition")
-        await cur.execute("USE ql_test_composition")
-        for statement in _DDL:
-            await cur.execute(statement)
-        await cur.executemany("INSERT INTO product VALUES (%s, %s, %s)", PRODUCTS)
-        await cur.executemany("INSERT INTO orders VALUES (%s, %s, %s)", ORDERS)
-        await cur.executemany("INSERT INTO customer VALUES (%s, %s)", CUSTOMERS)
-    conn.close()
-    yield f"mysql://{user}@{host}:{port}/ql_test_composition"
+    yield await fresh_mysql(customer_mysql, "ql_test_composition", _DDL, _SHOP_ROWS)
 
 
 async def _price_of_the_most_ordered(url: str) -> list[float]:

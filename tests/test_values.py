@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiomysql
 import asyncpg
 import pytest
 import sqlglot
@@ -22,7 +21,8 @@ from services.core.value_templates import value_adaptations
 from services.core.values import ColumnValues, ValueIndex, literal_problems, with_fixed_literals
 from services.generation.candidates import run_candidate
 from services.query.register import register_project
-from tests.conftest import unique, with_database
+from tests.conftest import unique
+from tests.customer_databases import fresh_mysql, fresh_postgres
 
 CITIES = [("new york", "new york", 8000000), ("albany", "new york", 100000), ("austin", "texas", 900000)]
 STATES = [("new york", "albany"), ("texas", "austin"), ("ohio", "columbus")]
@@ -152,41 +152,21 @@ def _sqlite(path: Path, cities: list[tuple[str, str, int]], states: list[tuple[s
     return f"sqlite:///{path}"
 
 
+_DDL = [
+    "CREATE TABLE city (city_name varchar(40), state_name text, population int, notes text)",
+    "CREATE TABLE state (state_name text, capital text)",
+]
+_ROWS = {"city": [(*c, "x" * 200) for c in CITIES], "state": STATES}
+
+
 @pytest.fixture(scope="module")
 async def pg_url(customer_pg_admin: str) -> AsyncIterator[str]:
-    admin = await asyncpg.connect(customer_pg_admin)
-    await admin.execute("DROP DATABASE IF EXISTS ql_test_values WITH (FORCE)")
-    await admin.execute("CREATE DATABASE ql_test_values")
-    await admin.close()
-    url = with_database(customer_pg_admin, "ql_test_values")
-    conn = await asyncpg.connect(url)
-    await conn.execute(
-        "CREATE TABLE city (city_name varchar(40), state_name text, population int, notes text);"
-        "CREATE TABLE state (state_name text, capital text)"
-    )
-    await conn.executemany("INSERT INTO city VALUES ($1, $2, $3, $4)", [(*c, "x" * 200) for c in CITIES])
-    await conn.executemany("INSERT INTO state VALUES ($1, $2)", STATES)
-    await conn.close()
-    yield url
+    yield await fresh_postgres(customer_pg_admin, "ql_test_values", _DDL, _ROWS)
 
 
 @pytest.fixture(scope="module")
 async def mysql_url(customer_mysql: tuple[str, int, str]) -> AsyncIterator[str]:
-    host, port, user = customer_mysql
-    conn = await aiomysql.connect(host=host, port=port, user=user, password="", autocommit=True)
-    async with conn.cursor() as cur:
-        await cur.execute("DROP DATABASE IF EXISTS ql_test_values")
-        await cur.execute("CREATE DATABASE ql_test_values")
-        await cur.execute(
-            "CREATE TABLE ql_test_values.city (city_name varchar(40), state_name text, population int, notes text)"
-        )
-        await cur.execute("CREATE TABLE ql_test_values.state (state_name text, capital text)")
-        await cur.executemany(
-            "INSERT INTO ql_test_values.city VALUES (%s, %s, %s, %s)", [(*c, "x" * 200) for c in CITIES]
-        )
-        await cur.executemany("INSERT INTO ql_test_values.state VALUES (%s, %s)", STATES)
-    conn.close()
-    yield f"mysql://{user}@{host}:{port}/ql_test_values"
+    yield await fresh_mysql(customer_mysql, "ql_test_values", _DDL, _ROWS)
 
 
 async def test_a_literal_fixed_through_its_words_runs_with_the_stored_value(tmp_path: Path) -> None:
