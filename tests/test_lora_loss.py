@@ -21,9 +21,7 @@ from services.training.lora_train import (  # noqa: E402
 )
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
-def test_answer_loss_matches_the_full_causal_lm_loss(architecture: str) -> None:
-    torch.manual_seed(0)
+def _tiny_lora_model(architecture: str = "qwen2") -> Any:  # a peft model (peft comes from importorskip)
     config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[architecture]
     config = config_class(
         vocab_size=97,
@@ -34,9 +32,15 @@ def test_answer_loss_matches_the_full_causal_lm_loss(architecture: str) -> None:
         num_key_value_heads=2,
     )
     model = transformers.AutoModelForCausalLM.from_config(config)
-    model = peft.get_peft_model(
+    return peft.get_peft_model(
         model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     )
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_answer_loss_matches_the_full_causal_lm_loss(architecture: str) -> None:
+    torch.manual_seed(0)
+    model = _tiny_lora_model(architecture)
     # Prompts of different lengths (padding) with a few supervised answer tokens at the end of each.
     examples = []
     for length, answer in ((12, 3), (9, 4), (15, 2)):
@@ -56,21 +60,6 @@ def test_answer_loss_matches_the_full_causal_lm_loss(architecture: str) -> None:
     partial.backward()
     grads_partial = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads_full, grads_partial, strict=True))
-
-
-def _tiny_lora_model() -> Any:  # a peft model (peft is imported by importorskip)
-    config = transformers.Qwen2Config(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    return peft.get_peft_model(
-        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    )
 
 
 @pytest.mark.parametrize(
