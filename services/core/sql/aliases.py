@@ -25,18 +25,15 @@ from services.core.sql.dialects import glot_dialect
 log = logging.getLogger(__name__)
 
 
-def _qualifiers_outside(scopes: list[Scope]) -> dict[int, set[str]]:
-    """For each scope (by id), the qualifiers its columns use that the scope itself does not define."""
-    out: dict[int, set[str]] = {}
-    for scope in scopes:
-        out[id(scope)] = {c.table for c in scope.columns if c.table and c.table not in scope.sources}
-    return out
+def _borrowed_qualifiers(scopes: list[Scope]) -> set[str]:
+    """Qualifiers a SELECT's columns use that the SELECT itself does not define (an outer scope's aliases)."""
+    return {c.table for scope in scopes for c in scope.columns if c.table and c.table not in scope.sources}
 
 
 def _shorten_scope(scope: Scope, borrowed: set[str]) -> None:
     tables = {alias: src for alias, src in scope.sources.items() if isinstance(src, exp.Table)}
     names = [t.name.lower() for t in tables.values()]
-    renamed: dict[str, str | None] = {}
+    renamed: dict[str, str] = {}
     for alias, table in tables.items():
         if not table.alias or alias in borrowed or names.count(table.name.lower()) > 1:
             continue
@@ -68,9 +65,7 @@ def drop_table_aliases(sql: str, dialect: str) -> str:
         return sql
     if not any(isinstance(t.args.get("alias"), exp.TableAlias) for t in tree.find_all(exp.Table)):
         return sql
-    borrowed: set[str] = set()
-    for qualifiers in _qualifiers_outside(scopes).values():
-        borrowed |= qualifiers
+    borrowed = _borrowed_qualifiers(scopes)
     for scope in scopes:
         _shorten_scope(scope, borrowed)
     return tree.sql(dialect=glot)
