@@ -423,7 +423,9 @@ async def test_merged_export_answers_like_the_adapter(trained: World, tmp_path: 
 # --- failures and cancellation ------------------------------------------------------------------------------
 
 
-async def test_cancelled_job_is_recorded_and_leaves_no_adapter(world: World) -> None:
+# Forced: the worker is killed and never runs its own cleanup, so the runner must remove the partial adapter.
+@pytest.mark.parametrize("force", [False, True], ids=["interrupted", "killed"])
+async def test_cancelled_job_is_recorded_and_leaves_no_adapter(world: World, force: bool) -> None:
     job_id = uuid.uuid4()
     seen_step = False
 
@@ -431,7 +433,7 @@ async def test_cancelled_job_is_recorded_and_leaves_no_adapter(world: World) -> 
         nonlocal seen_step
         if event.get("step", 0) >= 1 and not seen_step:
             seen_step = True
-            assert world.runner.cancel(str(job_id))
+            assert world.runner.cancel(str(job_id), force=force)
 
     outcome = await run_training_job(
         world.pool,

@@ -44,6 +44,12 @@ def adapter_path(adapter_dir: Path | str, project_id: str, version: int) -> Path
     return Path(adapter_dir) / project_id / f"v{version}"
 
 
+def partial_path(config: dict[str, Any]) -> Path:
+    """Where a run writes its adapter until it is complete (renamed to :func:`adapter_path` then)."""
+    out_dir = adapter_path(config["adapter_dir"], config["project_id"], int(config["version"]))
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
 def make_config(
     settings: Settings,
     *,
@@ -381,7 +387,7 @@ def train_lora(config: dict[str, Any], progress: ProgressCallback | None = None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
 
     out_dir = adapter_path(config["adapter_dir"], config["project_id"], int(config["version"]))
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial = partial_path(config)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:

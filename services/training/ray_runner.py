@@ -12,13 +12,14 @@ import contextlib
 import inspect
 import logging
 import os
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.infra.settings import Settings
-from services.training.lora_train import train_lora
+from services.training.lora_train import partial_path, train_lora
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class RayTrainingRunner:
         log.info("training submitted", extra={"job": job_key, "resources": resources})
         future = asyncio.wrap_future(ref.future())
         last: dict[str, Any] | None = None
+        finished = False
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=self.poll_s)
@@ -142,6 +144,7 @@ class RayTrainingRunner:
                         await outcome
                 if done:
                     result: dict[str, Any] = future.result()
+                    finished = True
                     if on_progress is not None and (last or {}).get("stage") != "done":
                         # The task's own last report may still be in flight: the handler always sees the end.
                         outcome = on_progress({"stage": "done", "progress": 1.0, "step": result.get("steps")})
@@ -167,6 +170,8 @@ class RayTrainingRunner:
         finally:
             self._running.pop(job_key, None)
             self._board.forget.remote(job_key)
+            if not finished:
+                self._discard_partial(running, config)
 
     def cancel(self, job_key: str, *, force: bool = False) -> bool:
         """Ask the job's task to stop (KeyboardInterrupt in the worker; ``force`` kills the worker)."""
@@ -185,6 +190,20 @@ class RayTrainingRunner:
                 pass
         log.info("training cancel requested", extra={"job": job_key, "force": force})
         return True
+
+    @staticmethod
+    def _discard_partial(running: _Running, config: dict[str, Any]) -> None:
+        """Remove the half-written adapter of a run that did not finish.
+
+        The task removes it itself when it is interrupted, but not in a worker that was killed (a cancel past
+        its grace period, a crash), and a cancelled task's result can arrive while its worker still unwinds;
+        so the worker is made sure to be gone first. On a cluster without a shared filesystem there is
+        nothing here to remove, and the worker's own cleanup is what counts."""
+        import ray
+
+        with contextlib.suppress(Exception):  # a finished task: nothing to kill
+            ray.cancel(running.ref, force=True)
+        shutil.rmtree(partial_path(config), ignore_errors=True)
 
     def _force_if_running(self, job_key: str) -> None:
         import ray
