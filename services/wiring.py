@@ -77,6 +77,7 @@ def generation_config(settings: Settings) -> GenerationConfig:
             value_hints=settings.value_hints,
             column_hints=settings.column_hints,
             plain_example_sql=settings.plain_example_sql,
+            entity_value_hints=settings.entity_value_hints,
         ),
         mechanical_fixes=settings.mechanical_fixes,
         literal_word_fixes=settings.literal_word_fixes,

@@ -67,6 +67,43 @@ def test_hints_name_only_the_values_that_tell_something(question: str, expected:
     assert index().hints(question) == expected
 
 
+def places() -> ValueIndex:
+    """Values where a phrase's words and the stored values disagree on what is named: 'amazon river' is also
+    stored whole as a sight, 'mount everest' as a summit."""
+    return ValueIndex(
+        [
+            ColumnValues("river", "river_name", ("amazon", "nile", "danube"), True),
+            ColumnValues("river", "crosses", ("brazil", "egypt", "austria"), True),
+            ColumnValues("region", "region_name", ("amazon", "nile", "sahara"), True),
+            ColumnValues("sight", "feature", ("amazon river", "sahara desert"), True),
+            ColumnValues("mountain", "mountain_name", ("everest", "fuji"), True),
+            ColumnValues("summit", "peak", ("mount everest", "mount fuji"), True),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("question", "plain", "entity"),
+    [
+        # the phrase's last word names a table whose name column holds the rest
+        ("how long is the amazon river", ["'amazon river' is in sight.feature"], ["'amazon' is in river.river_name"]),
+        # a clipped table word ("mount" for mountain) at the phrase's start
+        ("how tall is mount everest", ["'mount everest' is in summit.peak"], ["'everest' is in mountain.mountain_name"]),
+        # the word next to the value names one of the tables the question names
+        ("which regions border the nile river", ["'nile' is in river.river_name, region.region_name"], ["'nile' is in river.river_name"]),
+        # nothing next to the value names a table: unchanged
+        ("how long is the amazon", ["'amazon' is in river.river_name, region.region_name"], ["'amazon' is in river.river_name, region.region_name"]),
+        # a stored phrase whose edge word names no table that holds the rest: unchanged
+        ("where is the sahara desert", ["'sahara desert' is in sight.feature"], ["'sahara desert' is in sight.feature"]),
+    ],
+)  # fmt: skip
+def test_entity_words_name_the_table_a_value_belongs_to(
+    question: str, plain: list[str], entity: list[str]
+) -> None:
+    assert places().hints(question) == plain
+    assert places().hints(question, entity_words=True) == entity
+
+
 def test_matches_prefer_the_longest_phrase_and_never_overlap() -> None:
     matches = index().matches("cities of new york state near albany")
     assert [(m.phrase, m.value) for m in matches] == [("new york", "new york"), ("albany", "albany")]

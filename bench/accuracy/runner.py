@@ -273,7 +273,11 @@ class AccuracyBench:
         llm = self._llm_for(strategy)
         domain_note = state.project.description if strategy.domain_note else None
         values = state.values if config.prompt.value_hints or config.value_check else None
-        hints = values.hints(item.question) if values is not None and config.prompt.value_hints else []
+        hints = (
+            values.hints(item.question, entity_words=config.prompt.entity_value_hints)
+            if values is not None and config.prompt.value_hints
+            else []
+        )
         # Greedy decoding makes an answer a function of the prompt and the loop settings: a strategy whose
         # prompt for this question is identical to one already answered (e.g. few-shot adds nothing when
         # project examples fill the room) gets that answer instead of a second identical model run.

@@ -74,6 +74,9 @@ class PromptOptions:
     #: Project examples' SQL shown without the table aliases it does not need (``services.core.sql.aliases``):
     #: fewer tokens to read and, since the model copies the style, to write (``QUERYLIFT_PLAIN_EXAMPLE_SQL``).
     plain_example_sql: bool = False
+    #: Value hints narrowed by the word next to the value that names a table ("the colorado river" names
+    #: river.river_name alone; ``ValueIndex.hints``) (``QUERYLIFT_ENTITY_VALUE_HINTS``).
+    entity_value_hints: bool = False
 
     @classmethod
     def baseline(cls) -> PromptOptions:

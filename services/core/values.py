@@ -135,15 +135,21 @@ class ValueIndex:
         norm, score, _ = best
         return _combine(phrase, self._by_norm[norm], float(score))
 
-    def hints(self, question: str) -> list[str]:
+    def hints(self, question: str, *, entity_words: bool = False) -> list[str]:
         """Short prompt hints, only where they tell the model something: a phrase stored under another
         spelling ("'new york city' is stored as 'new york' in city.city_name"), or a value held by one or two
         columns (preferring those of tables the question names). A value found in many columns (a state name
-        in every table) is left out: listing them all only invites joins."""
-        words = set(normalize(question).split())
+        in every table) is left out: listing them all only invites joins.
+
+        With ``entity_words``, a value next to a word that names a table ("the colorado river", "washington
+        state") is that table's thing: the hint names the table's name column alone (``_entity_columns``)."""
+        sequence = normalize(question).split()
+        words = set(sequence)
         out = []
-        for match in self.matches(question):
-            named = [c for c in match.columns if _table_words(c.split(".", 1)[0]) & words]
+        for found in self.matches(question):
+            match = (self._entity_reading(found) or found) if entity_words else found
+            entity = _entity_columns(match, sequence) if entity_words else []
+            named = entity or [c for c in match.columns if _table_words(c.split(".", 1)[0]) & words]
             columns = named if 0 < len(named) <= 2 else list(match.columns)
             if normalize(match.phrase) != normalize(match.value):
                 out.append(f"'{match.phrase}' is stored as '{match.value}' in {', '.join(columns[:3])}")
@@ -152,6 +158,26 @@ class ValueIndex:
             if len(out) >= MAX_HINTS:
                 break
         return out
+
+    def _entity_reading(self, match: ValueMatch) -> ValueMatch | None:
+        """``match`` read as a table's thing named by the phrase's first or last word: "colorado river" is
+        stored as a lowest point, but the words say "the river colorado", and 'colorado' is a river's name; so
+        is "mount mckinley" the mountain 'mckinley'. None where the rest of the phrase is no such name."""
+        words = normalize(match.phrase).split()
+        if len(words) < 2:
+            return None
+        for noun, rest in ((words[-1], words[:-1]), (words[0], words[1:])):
+            holders = self._by_norm.get(" ".join(rest), [])
+            named = [
+                (value, column)
+                for value, column in holders
+                if _names_table(noun, column.split(".", 1)[0]) and _is_name_column(column)
+            ]
+            if len({column for _, column in named}) == 1:
+                return ValueMatch(
+                    phrase=" ".join(rest), value=named[0][0], columns=(named[0][1],), score=100.0
+                )
+        return None
 
     # --- literals of a query ----------------------------------------------------------------------------
 
@@ -166,6 +192,42 @@ class ValueIndex:
 def _table_words(table: str) -> set[str]:
     words = set(normalize(table.replace("_", " ")).split())
     return words | {w + "s" for w in words} | {w[:-1] for w in words if w.endswith("s")}
+
+
+def _neighbours(sequence: Sequence[str], phrase: str) -> set[str]:
+    """The words right before and right after the first place ``phrase`` occurs in ``sequence``."""
+    part = phrase.split()
+    for start in range(len(sequence) - len(part) + 1):
+        if list(sequence[start : start + len(part)]) == part:
+            end = start + len(part)
+            return set(sequence[max(0, start - 1) : start]) | set(sequence[end : end + 1])
+    return set()
+
+
+def _names_table(word: str, table: str) -> bool:
+    """Whether ``word`` names ``table``'s things: one of its words, or a clipped form of one ("mount")."""
+    words = _table_words(table)
+    return word in words or (len(word) >= 4 and any(w.startswith(word) for w in words))
+
+
+def _is_name_column(column: str) -> bool:
+    """A column that names its table's things: "name" or the table's own word in its name (river.river_name,
+    not river.traverse, which holds the states a river crosses)."""
+    table, _, name = column.partition(".")
+    return bool(set(normalize(name.replace("_", " ")).split()) & (_table_words(table) | {"name"}))
+
+
+def _entity_columns(match: ValueMatch, sequence: Sequence[str]) -> list[str]:
+    """The one column holding ``match`` that names the things of a table a neighbouring word names ("the
+    missouri river" -> river.river_name). Empty where no neighbour names a holding table or the choice stays
+    open."""
+    near = _neighbours(sequence, normalize(match.phrase))
+    found = [
+        column
+        for column in match.columns
+        if any(_names_table(word, column.split(".", 1)[0]) for word in near) and _is_name_column(column)
+    ]
+    return found if len(found) == 1 else []
 
 
 def _combine(phrase: str, holders: Sequence[tuple[str, str]], score: float) -> ValueMatch:

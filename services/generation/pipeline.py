@@ -338,7 +338,7 @@ class _Prompter:
     def hints(self, text: str) -> list[str]:
         if self.values is None or not self.config.prompt.value_hints:
             return []
-        return self.values.hints(text)
+        return self.values.hints(text, entity_words=self.config.prompt.entity_value_hints)
 
     def __call__(self, text: str, examples: list[ContextExample], hints: list[str] | None = None) -> Prompt:
         return build_prompt(

@@ -214,6 +214,12 @@ class Settings(BaseSettings):
         True,
         description="Name in the prompt the database values a question mentions and the columns holding them.",
     )
+    entity_value_hints: bool = Field(
+        True,
+        description="Read a value beside a word that names a table as that table's thing: the value hint names "
+        "the table's name column alone ('the colorado river' is river.river_name, not a lowest point stored as "
+        "'colorado river' nor the states a river crosses; 'mount mckinley' is mountain.mountain_name).",
+    )
     column_hints: bool = Field(
         True,
         description="Name in the prompt the numeric column a question's words stand for where one table has a "

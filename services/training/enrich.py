@@ -37,6 +37,8 @@ class EnrichOptions:
     #: Share of training prompts whose context leaves out every example of the answer's SQL shape, as serving
     #: sees a question of a pattern the project never had: there the adapter must write the shape itself.
     unseen_pattern_share: float = 0.0
+    #: Value hints as serving words them (``ValueIndex.hints``' ``entity_words``, QUERYLIFT_ENTITY_VALUE_HINTS).
+    entity_value_hints: bool = False
     seed: int = 13
     timeout_s: float = 10.0
     row_limit: int = 1000
@@ -60,12 +62,17 @@ def with_context(
     unseen_pattern_share: float = 0.0,
     dialect: str = "sqlite",
     seed: int = 13,
+    entity_words: bool = False,
 ) -> list[TrainingExample]:
     """Each example with its ``k`` most similar examples of ``pool`` (itself and same-question examples left
     out) and the value hints of its question; for ``unseen_pattern_share`` of them (drawn with ``seed``), only
     examples of another SQL shape than the answer's."""
+
+    def hints(question: str) -> tuple[str, ...]:
+        return tuple(index.hints(question, entity_words=entity_words)) if index is not None else ()
+
     if not pool:
-        return [replace(e, value_hints=tuple(index.hints(e.question)) if index else ()) for e in examples]
+        return [replace(e, value_hints=hints(e.question)) for e in examples]
     keys = [_masked(p.question, index) for p in pool]
     rng = random.Random(seed)
     shapes = [sql_skeleton(p.sql, dialect) for p in pool] if unseen_pattern_share > 0 else []
@@ -94,8 +101,7 @@ def with_context(
                 )
                 for p, score in chosen
             )
-        hints = tuple(index.hints(example.question)) if index is not None else ()
-        out.append(replace(example, context=context, value_hints=hints))
+        out.append(replace(example, context=context, value_hints=hints(example.question)))
     return out
 
 
@@ -168,9 +174,12 @@ async def enrich(
         unseen_pattern_share=options.unseen_pattern_share,
         dialect=dataset.schema.dialect,
         seed=options.seed,
+        entity_words=options.entity_value_hints,
     )
     # The gate's examples are asked as serving asks them: with the most similar examples, whatever their shape.
-    validation = with_context(dataset.validation, verified, index, options.context_examples)
+    validation = with_context(
+        dataset.validation, verified, index, options.context_examples, entity_words=options.entity_value_hints
+    )
     own_shape = sum(
         any(
             sql_skeleton(c.sql, dataset.schema.dialect) == sql_skeleton(e.sql, dataset.schema.dialect)

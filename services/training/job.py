@@ -190,6 +190,7 @@ async def enriched(
             max_variants=settings.training_max_variants,
             context_examples=settings.training_context_examples,
             unseen_pattern_share=settings.training_unseen_pattern_share,
+            entity_value_hints=settings.entity_value_hints,
             seed=settings.training_seed,
             timeout_s=settings.sql_timeout_s,
             row_limit=settings.sql_row_limit,
