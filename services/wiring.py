@@ -78,6 +78,7 @@ def generation_config(settings: Settings) -> GenerationConfig:
             column_hints=settings.column_hints,
             plain_example_sql=settings.plain_example_sql,
             entity_value_hints=settings.entity_value_hints,
+            column_hints_named_table=settings.column_hints_named_table,
         ),
         mechanical_fixes=settings.mechanical_fixes,
         literal_word_fixes=settings.literal_word_fixes,

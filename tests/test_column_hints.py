@@ -57,6 +57,30 @@ def test_column_hints(question: str, hints: list[str]) -> None:
     assert column_hints(question, _schema()) == hints
 
 
+NAMED_TABLE_CASES = [
+    # question, hints with named_table (the plain hints of each are in CASES or empty)
+    # A shared name resolved by the one table the question names.
+    ("what city has the largest population", ["'population' is city.population"]),
+    ("what is the area of the texas state", ["'area' is state.area"]),
+    # Only the column's own word: "populous" is not population (it could as well be "popular").
+    ("what is the most populous state", []),
+    # Two holders named, or none: still nothing.
+    ("what is the population of the largest city in the state", []),
+    ("what is the population of boston", []),
+    # Beside a word with a hint of its own, the shared name is part of that name.
+    ("which state has the smallest population density", ["'density' is state.density"]),
+    # Unique names as before.
+    ("what are the population densities of each state", ["'densities' is state.density"]),
+    # The named table has no column of that name.
+    ("what is the population of the largest lake", []),
+]
+
+
+@pytest.mark.parametrize(("question", "hints"), NAMED_TABLE_CASES, ids=[c[0] for c in NAMED_TABLE_CASES])
+def test_column_hints_by_the_named_table(question: str, hints: list[str]) -> None:
+    assert column_hints(question, _schema(), named_table=True) == hints
+
+
 def test_hints_are_on_the_question_line_only_when_switched_on() -> None:
     question = "what are the population densities of each state"
     off = build_prompt(question, _schema())

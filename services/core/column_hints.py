@@ -41,8 +41,13 @@ def _numeric(sql_type: str) -> bool:
     return bool(words) and words[0] in _NUMERIC
 
 
-def column_hints(question: str, schema: SchemaInfo) -> list[str]:
-    """Prompt lines naming the one column each attribute word of ``question`` stands for."""
+def column_hints(question: str, schema: SchemaInfo, *, named_table: bool = False) -> list[str]:
+    """Prompt lines naming the one column each attribute word of ``question`` stands for.
+
+    With ``named_table``, a name several tables share is resolved by the one of them the question names ("the
+    city with the largest population" -> city.population); such a hint is left out next to a word that has a
+    hint of its own ("population density" is the density). Only the column's own word counts: "populous" could
+    as well be "popular"."""
     holders: dict[tuple[str, ...], list[str]] = defaultdict(list)
     table_names = {tuple(_stem(w) for w in _words(t.name)) for t in schema.tables}
     for table in schema.tables:
@@ -53,15 +58,24 @@ def column_hints(question: str, schema: SchemaInfo) -> list[str]:
             holders[key].append(f"{table.name}.{column.name}")
     words = _words(question)
     stems = [_stem(w) for w in words]
+    named = {t.name for t in schema.tables if _words(t.name) and _stem(_words(t.name)[-1]) in stems}
     found: list[tuple[int, int, str]] = []
+    shared: list[tuple[int, int, str]] = []
     for key, columns in holders.items():
         if len(columns) != 1:
-            continue
+            if not named_table:
+                continue
+            columns = [c for c in columns if c.split(".", 1)[0] in named]
+            if len(columns) != 1:
+                continue
         size = len(key)
         for start in range(len(stems) - size + 1):
-            if tuple(stems[start : start + size]) == key:
-                found.append((start, start + size, columns[0]))
+            gram = tuple(stems[start : start + size])
+            if gram == key:
+                (found if len(holders[key]) == 1 else shared).append((start, start + size, columns[0]))
                 break
+    own = {i for start, end, _ in found for i in range(start, end)}
+    found += [f for f in shared if f[0] - 1 not in own and f[1] not in own]
     found.sort(key=lambda f: (-(f[1] - f[0]), f[0]))
     out: list[str] = []
     taken: list[tuple[int, int]] = []

@@ -74,6 +74,9 @@ class PromptOptions:
     #: Project examples' SQL shown without the table aliases it does not need (``services.core.sql.aliases``):
     #: fewer tokens to read and, since the model copies the style, to write (``QUERYLIFT_PLAIN_EXAMPLE_SQL``).
     plain_example_sql: bool = False
+    #: Column hints also for a name several tables share, by the one table the question names (``column_hints``'
+    #: ``named_table``, QUERYLIFT_COLUMN_HINTS_NAMED_TABLE).
+    column_hints_named_table: bool = False
     #: Value hints narrowed by the word next to the value that names a table ("the colorado river" names
     #: river.river_name alone; ``ValueIndex.hints``) (``QUERYLIFT_ENTITY_VALUE_HINTS``).
     entity_value_hints: bool = False
@@ -476,7 +479,11 @@ def build_prompt(
         history=numbered_turns,
         examples=project_examples,
         values=list(value_hints or []) if options.value_hints else [],
-        columns=column_hints(question, schema) if options.column_hints else [],
+        columns=(
+            column_hints(question, schema, named_table=options.column_hints_named_table)
+            if options.column_hints
+            else []
+        ),
     )
 
     def render() -> tuple[list[ChatMessage], list[str]]:

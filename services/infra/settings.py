@@ -226,6 +226,12 @@ class Settings(BaseSettings):
         "column of that name ('densities' is state.density); shared names, text columns, ids and names are left "
         "out.",
     )
+    column_hints_named_table: bool = Field(
+        False,
+        description="Column hints also for a numeric column name several tables share, naming the one of them the "
+        "question names ('the city with the largest population' is city.population); none beside a word with a "
+        "hint of its own ('population density').",
+    )
     plain_example_sql: bool = Field(
         False,
         description="Show the project's examples in the prompt without the table aliases their SQL does not need "
