@@ -212,6 +212,7 @@ async def test_scripted_lora_adapter_is_trained_cached_and_routed(tmp_path: Path
         lora_max_steps=1,
         log_json=False,
         value_hints=False,
+        entity_value_hints=False,
         column_hints=False,
         value_templates=False,
         mechanical_fixes=False,

@@ -382,7 +382,9 @@ async def test_pipeline_asks_the_model_for_the_inner_phrase_alone_scripted_llm(s
         result = await answer(llm)
         assert [last_user_message(c.messages) for c in llm.calls] == ["the product with the fewest orders"]
         assert (
-            result.ok and result.confidence_basis == "composed_model" and result.example_id == "buyer-count"
+            result.ok
+            and result.confidence_basis == "composed_model"
+            and result.example_ids == ["buyer-count"]
         )
         assert result.sql == f"SELECT COUNT(DISTINCT customer) FROM orders WHERE product IN ({fewest})"
         assert result.result is not None and result.result.rows == [(1,)]

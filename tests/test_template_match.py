@@ -261,7 +261,7 @@ async def test_pipeline_answers_from_the_example_without_the_model_scripted_llm(
     config = GenerationConfig(template_answers=True)
     result = await _generate(llm, city_db, "What is the biggest city in Arizona", [EXAMPLE], config)
     assert not llm.calls
-    assert result.ok and result.sql_source == "example" and result.example_id == "ex-1"
+    assert result.ok and result.sql_source == "example" and result.example_ids == ["ex-1"]
     assert result.model == EXAMPLE_MODEL and result.attempts == 0
     assert result.result is not None and result.result.rows == [("phoenix",)]
     assert "phoenix" in result.answer_text
@@ -283,7 +283,7 @@ async def test_pipeline_asks_the_model_otherwise_scripted_llm(
     config = GenerationConfig(template_answers=template_answers, repair_rounds=0)
     result = await _generate(llm, city_db, question, [EXAMPLE, COUNT_EXAMPLE], config)
     assert len(llm.calls) == 1, why
-    assert result.ok and result.sql_source == "model" and result.example_id is None, why
+    assert result.ok and result.sql_source == "model" and result.example_ids == [], why
     assert result.result is not None and result.result.rows == [("topeka",)]
 
 

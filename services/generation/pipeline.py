@@ -120,9 +120,9 @@ class GenerationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     prompt_parts: list[str] = field(default_factory=list)
     sql_source: Literal["model", "example"] = "model"
-    #: The project example whose SQL answered (sql_source == "example"); for a composed answer its outer and
-    #: inner examples, joined (``example_ids`` reads them apart).
-    example_id: str | None = None
+    #: The project examples whose SQL answered (sql_source == "example"): one, or for a composed answer its
+    #: outer and inner examples; for a decomposed answer the outer example.
+    example_ids: list[str] = field(default_factory=list)
     #: How sure the answer is, in [0, 1], and the evidence (services.generation.voting).
     confidence: float = 0.0
     confidence_basis: Basis = "single_candidate"
@@ -138,15 +138,6 @@ class GenerationResult:
 
     def preview(self, n: int) -> list[list[Any]]:
         return [list(r) for r in (self.result.rows[:n] if self.result else [])]
-
-    @property
-    def example_ids(self) -> list[str]:
-        """The project examples the answer's SQL was made from (two for a composed answer)."""
-        return self.example_id.split(_JOINED_IDS) if self.example_id else []
-
-
-#: Joins the outer and inner example ids of a composed answer (example ids are UUIDs: never a '+').
-_JOINED_IDS = "+"
 
 
 def _add(timings: dict[str, float], stage: str, started: float) -> None:
@@ -462,7 +453,7 @@ async def _answer_by_parts(
     assert answer.result is not None
     out.sql, out.result, out.schema_valid, out.executed, out.ok = answer.sql, answer.result, True, True, True
     out.fixes = list(answer.fixed)
-    out.example_id = decomposed.outer_id
+    out.example_ids = [decomposed.outer_id]
     out.confidence, out.confidence_basis = confidence(
         from_example=True,
         vote_result=None,
@@ -492,7 +483,7 @@ async def answer_from_examples(
     value belongs to another column or is not in the data, and the model does better there."""
     project = [e for e in examples if e.source == "project"]
     for tries in _example_tries(question, project, schema, config, values, timings, paraphrases):
-        for example_id, candidate_sql, basis, single in tries:
+        for example_ids, candidate_sql, basis, single in tries:
             answer = await _run_example(databases, database_url, schema, config, timings, candidate_sql)
             if answer is None:
                 continue
@@ -508,7 +499,7 @@ async def answer_from_examples(
                 attempts=0,
                 model=EXAMPLE_MODEL,
                 sql_source="example",
-                example_id=example_id,
+                example_ids=list(example_ids),
                 confidence_basis=basis,
             )
     return None
@@ -522,13 +513,13 @@ def _example_tries(
     values: ValueIndex | None,
     timings: dict[str, float],
     paraphrases: Paraphrases | None = None,
-) -> Iterator[list[tuple[str, str, Basis, bool]]]:
+) -> Iterator[list[tuple[tuple[str, ...], str, Basis, bool]]]:
     """Adapted queries in the order they are tried, in groups: each group is only worked out once the ones
     before it answered nothing. The flag: whether the answer must be a single row."""
     started = time.perf_counter()
     strict = adaptations(question, project, schema.dialect, limit=config.template_tries)
     _add(timings, "template", started)
-    yield [(a.example_id, a.sql, "verified_example", False) for a in strict]
+    yield [((a.example_id,), a.sql, "verified_example", False) for a in strict]
     if values is None:
         return
     if config.shape_templates:
@@ -537,7 +528,7 @@ def _example_tries(
             question, project, schema, values, limit=config.template_tries, paraphrases=paraphrases
         )
         _add(timings, "template", started)
-        yield [(a.example_id, a.sql, "adapted_example", False) for a in reworded]
+        yield [((a.example_id,), a.sql, "adapted_example", False) for a in reworded]
     if config.value_templates:
         started = time.perf_counter()
         adapted = value_adaptations(
@@ -549,15 +540,12 @@ def _example_tries(
             limit=config.template_tries,
         )
         _add(timings, "template", started)
-        yield [(a.example_id, a.sql, "adapted_example", False) for a in adapted]
+        yield [((a.example_id,), a.sql, "adapted_example", False) for a in adapted]
     if config.composed_answers:
         started = time.perf_counter()
         composed = compositions(question, project, schema, values, limit=config.template_tries)
         _add(timings, "template", started)
-        yield [
-            (_JOINED_IDS.join((c.outer_id, c.inner_id)), c.sql, "composed_examples", c.single)
-            for c in composed
-        ]
+        yield [((c.outer_id, c.inner_id), c.sql, "composed_examples", c.single) for c in composed]
 
 
 async def _run_example(
