@@ -78,6 +78,8 @@ def places() -> ValueIndex:
             ColumnValues("sight", "feature", ("amazon river", "sahara desert"), True),
             ColumnValues("mountain", "mountain_name", ("everest", "fuji"), True),
             ColumnValues("summit", "peak", ("mount everest", "mount fuji"), True),
+            ColumnValues("city", "city_name", ("kansas city", "springfield"), True),
+            ColumnValues("city", "state_name", ("kansas", "ohio"), True),
         ]
     )
 
@@ -93,6 +95,9 @@ def places() -> ValueIndex:
         ("which regions border the nile river", ["'nile' is in river.river_name, region.region_name"], ["'nile' is in river.river_name"]),
         # nothing next to the value names a table: unchanged
         ("how long is the amazon", ["'amazon' is in river.river_name, region.region_name"], ["'amazon' is in river.river_name, region.region_name"]),
+        # the whole phrase is already the named table's thing; another table's *_name column is not a name column
+        ("what is the population of kansas city", ["'kansas city' is in city.city_name"], ["'kansas city' is in city.city_name"]),
+        ("which cities are in kansas city state", ["'kansas city' is in city.city_name"], ["'kansas city' is in city.city_name"]),
         # a stored phrase whose edge word names no table that holds the rest: unchanged
         ("where is the sahara desert", ["'sahara desert' is in sight.feature"], ["'sahara desert' is in sight.feature"]),
     ],

@@ -22,6 +22,7 @@ from rapidfuzz import fuzz, process
 from sqlglot import exp
 
 from services.core.schema import SchemaInfo
+from services.core.words import singular
 
 #: Values longer than this are not indexed (descriptions and notes are not what questions filter on).
 MAX_VALUE_CHARS = 64
@@ -167,6 +168,8 @@ class ValueIndex:
         if len(words) < 2:
             return None
         for noun, rest in ((words[-1], words[:-1]), (words[0], words[1:])):
+            if any(_names_table(noun, c.split(".", 1)[0]) and _is_name_column(c) for c in match.columns):
+                return None  # the whole phrase is that table's thing already ("kansas city" is a city)
             holders = self._by_norm.get(" ".join(rest), [])
             named = [
                 (value, column)
@@ -205,16 +208,23 @@ def _neighbours(sequence: Sequence[str], phrase: str) -> set[str]:
 
 
 def _names_table(word: str, table: str) -> bool:
-    """Whether ``word`` names ``table``'s things: one of its words, or a clipped form of one ("mount")."""
-    words = _table_words(table)
-    return word in words or (len(word) >= 4 and any(w.startswith(word) for w in words))
+    """Whether ``word`` names ``table``'s things: the table's one-word name, plural or not, or a clipped form of
+    it ("mount" for mountain). A word of a longer name is no such noun ("border" of border_info is the verb in
+    "which states border iowa")."""
+    words = normalize(table.replace("_", " ")).split()
+    if len(words) != 1:
+        return False
+    name = singular(words[0])
+    return singular(word) == name or (len(word) >= 5 and name.startswith(word))
 
 
 def _is_name_column(column: str) -> bool:
-    """A column that names its table's things: "name" or the table's own word in its name (river.river_name,
-    not river.traverse, which holds the states a river crosses)."""
+    """A column that names its table's things: the table's own word in its name, or a column called just
+    "name" (river.river_name; not river.traverse, which holds the states a river crosses, nor city.state_name,
+    which names another table's things)."""
     table, _, name = column.partition(".")
-    return bool(set(normalize(name.replace("_", " ")).split()) & (_table_words(table) | {"name"}))
+    words = normalize(name.replace("_", " ")).split()
+    return words == ["name"] or bool(set(words) & _table_words(table))
 
 
 def _entity_columns(match: ValueMatch, sequence: Sequence[str]) -> list[str]:

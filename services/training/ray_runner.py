@@ -126,7 +126,8 @@ class RayTrainingRunner:
         resources = self.resources()
         config = {**config, "threads": config.get("threads") or resources["num_cpus"]}
         task = ray.remote(max_retries=0)(_train_task).options(**resources)
-        ref = task.remote(config, self._board, job_key)
+        board = self._board
+        ref = task.remote(config, board, job_key)
         running = _Running(ref)
         self._running[job_key] = running
         log.info("training submitted", extra={"job": job_key, "resources": resources})
@@ -136,7 +137,7 @@ class RayTrainingRunner:
         try:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=self.poll_s)
-                event = await self._board.latest.remote(job_key)
+                event = await board.latest.remote(job_key)
                 if event is not None and event != last and on_progress is not None:
                     last = event
                     outcome = on_progress(event)
@@ -169,9 +170,10 @@ class RayTrainingRunner:
             raise
         finally:
             self._running.pop(job_key, None)
-            self._board.forget.remote(job_key)
             if not finished:
                 self._discard_partial(running, config)
+            with contextlib.suppress(Exception):  # the board is gone after shutdown(); nothing to forget then
+                board.forget.remote(job_key)
 
     def cancel(self, job_key: str, *, force: bool = False) -> bool:
         """Ask the job's task to stop (KeyboardInterrupt in the worker; ``force`` kills the worker)."""
@@ -197,8 +199,10 @@ class RayTrainingRunner:
 
         The task removes it itself when it is interrupted, but not in a worker that was killed (a cancel past
         its grace period, a crash), and a cancelled task's result can arrive while its worker still unwinds;
-        so the worker is made sure to be gone first. On a cluster without a shared filesystem there is
-        nothing here to remove, and the worker's own cleanup is what counts."""
+        so the worker is asked to be killed first (Ray kills it asynchronously: a worker busy in native code
+        could still write, and the next run of the same version clears the folder before it starts). A few
+        small files: removed in place. On a cluster without a shared filesystem there is nothing here to remove,
+        and the worker's own cleanup is what counts."""
         import ray
 
         with contextlib.suppress(Exception):  # a finished task: nothing to kill
