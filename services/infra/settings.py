@@ -362,7 +362,7 @@ class Settings(BaseSettings):
         "bare prompt).",
     )
     training_unseen_pattern_share: float = Field(
-        0.0,
+        0.3,
         ge=0,
         le=1,
         description="Share of training prompts whose retrieved examples leave out every example of the answer's "
