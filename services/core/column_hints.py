@@ -70,8 +70,7 @@ def column_hints(question: str, schema: SchemaInfo, *, named_table: bool = False
                 continue
         size = len(key)
         for start in range(len(stems) - size + 1):
-            gram = tuple(stems[start : start + size])
-            if gram == key:
+            if tuple(stems[start : start + size]) == key:
                 (found if len(holders[key]) == 1 else shared).append((start, start + size, columns[0]))
                 break
     own = {i for start, end, _ in found for i in range(start, end)}

@@ -168,14 +168,10 @@ class ValueIndex:
         if len(words) < 2:
             return None
         for noun, rest in ((words[-1], words[:-1]), (words[0], words[1:])):
-            if any(_names_table(noun, c.split(".", 1)[0]) and _is_name_column(c) for c in match.columns):
+            if any(_is_thing_name(noun, c) for c in match.columns):
                 return None  # the whole phrase is that table's thing already ("kansas city" is a city)
             holders = self._by_norm.get(" ".join(rest), [])
-            named = [
-                (value, column)
-                for value, column in holders
-                if _names_table(noun, column.split(".", 1)[0]) and _is_name_column(column)
-            ]
+            named = [(value, column) for value, column in holders if _is_thing_name(noun, column)]
             if len({column for _, column in named}) == 1:
                 return ValueMatch(
                     phrase=" ".join(rest), value=named[0][0], columns=(named[0][1],), score=100.0
@@ -227,16 +223,17 @@ def _is_name_column(column: str) -> bool:
     return words == ["name"] or bool(set(words) & _table_words(table))
 
 
+def _is_thing_name(word: str, column: str) -> bool:
+    """Whether ``column`` ("table.column") is the name column of a table ``word`` names."""
+    return _names_table(word, column.split(".", 1)[0]) and _is_name_column(column)
+
+
 def _entity_columns(match: ValueMatch, sequence: Sequence[str]) -> list[str]:
     """The one column holding ``match`` that names the things of a table a neighbouring word names ("the
     missouri river" -> river.river_name). Empty where no neighbour names a holding table or the choice stays
     open."""
     near = _neighbours(sequence, normalize(match.phrase))
-    found = [
-        column
-        for column in match.columns
-        if any(_names_table(word, column.split(".", 1)[0]) for word in near) and _is_name_column(column)
-    ]
+    found = [column for column in match.columns if any(_is_thing_name(word, column) for word in near)]
     return found if len(found) == 1 else []
 
 
