@@ -544,8 +544,12 @@ class AccuracyBench:
                 "eval_loss",
                 "losses",
                 "seconds",
+                "load_seconds",
                 "train_seconds",
                 "seconds_per_step",
+                "planned_steps",
+                "time_budget_s",
+                "stopped",
                 "device",
             )
         }

@@ -318,10 +318,13 @@ class Settings(BaseSettings):
         "(0: one at a time on a CPU, where long prompts' activations dominate memory; the whole step on a GPU).",
     )
     lora_time_budget_s: float = Field(
-        0.0,
+        3500.0,
         ge=0,
-        description=">0: training stops after the optimizer step that reaches this many seconds (the adapter "
-        "so far is evaluated and kept; its metrics say it stopped on time).",
+        description="0: no limit; >0: the whole LoRA job's seconds, from its start (the base model's load included) to the "
+        "saved adapter and its GGUF: training stops at the last step that leaves time, at the steps' recent "
+        "pace, for the held-out loss and the export, and the learning rate's decay ends there (the adapter so "
+        "far is evaluated and kept; its metrics say it stopped on time). The default keeps a CPU's job (2 cores, "
+        "0.5B) within the hour from request to model.updated; a GPU's ends long before it.",
     )
     lora_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",

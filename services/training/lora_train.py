@@ -32,6 +32,7 @@ import numpy as np
 from services.infra.llm.base_model import load_base_model, pick_device, resolve_base_model
 from services.infra.settings import Settings
 from services.training.gguf_lora import GGUF_LORA_FILE, export_gguf_lora
+from services.training.time_budget import StepBudget
 
 log = logging.getLogger(__name__)
 
@@ -383,8 +384,16 @@ def train_lora(config: dict[str, Any], progress: ProgressCallback | None = None)
     total_steps = (
         max_steps if max_steps > 0 else max(1, math.ceil(float(config["epochs"]) * batches_per_epoch))
     )
-    # Linear decay to zero: small adapters on few examples overfit less when the last steps are gentle.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+    budget = StepBudget(
+        budget_s=float(config.get("time_budget_s") or 0.0),
+        planned_steps=total_steps,
+        eval_batches=math.ceil(len(validation) / batch_size),
+    )
+    # Linear decay to zero: small adapters on few examples overfit less when the last steps are gentle. Under a
+    # time budget the decay ends at the last step that fits it, so a stopped run still ends gently.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1.0 - step / max(budget.horizon, 1))
+    )
 
     out_dir = adapter_path(config["adapter_dir"], config["project_id"], int(config["version"]))
     partial = partial_path(config)
@@ -407,6 +416,7 @@ def train_lora(config: dict[str, Any], progress: ProgressCallback | None = None)
             partial,
             out_dir,
             started,
+            budget,
             report,
         )
     except BaseException:
@@ -431,6 +441,7 @@ def _run(
     partial: Path,
     out_dir: Path,
     started: float,
+    budget: StepBudget,
     report: ProgressCallback,
 ) -> dict[str, Any]:
     import torch
@@ -439,7 +450,6 @@ def _run(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order_rng = random.Random(int(config["seed"]))
     dtype = autocast_dtype(str(config.get("precision") or "auto"), device)
-    budget = float(config.get("time_budget_s") or 0.0)
     # Activations grow with the square of a prompt's length (attention), times the examples run together: on a
     # CPU serving-like prompts of 1-2k tokens, four at a time, took over 20 GB. One example at a time there
     # (gradients accumulated to the same step) keeps a step's memory to one prompt's; a GPU runs them together.
@@ -459,6 +469,7 @@ def _run(
             if step >= total_steps:
                 break
             step_loss = 0.0
+            step_started = time.perf_counter()
             examples = [train[i] for i in order[start : start + batch_size]]
             prefix = step_prefix(model, examples, device, dtype) if shared else None
             if prefix is not None:
@@ -474,29 +485,33 @@ def _run(
                 step_loss += float(loss.detach()) * share
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
+            step += 1
+            budget.record(time.perf_counter() - step_started)
+            budget.horizon = budget.steps_that_fit(step, time.perf_counter() - started)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
             losses.append(step_loss)
+            # Under a time budget the job ends at the budget's horizon, not at the planned step: progress says so.
             event = {
                 "stage": "training",
-                "progress": step / total_steps,
+                "progress": step / budget.horizon,
                 "step": step,
-                "total_steps": total_steps,
+                "total_steps": budget.horizon,
                 "loss": losses[-1],
             }
             (partial / "progress.json").write_text(json.dumps(event))
             report(event)
-            if budget > 0 and time.perf_counter() - train_started >= budget:
+            if budget.horizon <= step < total_steps:
                 stopped = "time_budget"  # a CPU's cap: what was learnt so far is evaluated and kept
                 break
     train_seconds = time.perf_counter() - train_started
 
-    report({"stage": "evaluating", "progress": 1.0, "step": step, "total_steps": total_steps})
+    report({"stage": "evaluating", "progress": 1.0, "step": step, "total_steps": budget.horizon})
     eval_loss = _eval_loss(model, validation, batch_size, pad_id, device, dtype, shared)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
     checksum = sha256_file(partial / ADAPTER_WEIGHTS)
+    gguf = _export_gguf(config, partial)
     tail = losses[-max(1, min(len(losses), batches_per_epoch)) :]
     metrics: dict[str, Any] = {
         "project_id": config["project_id"],
@@ -509,6 +524,7 @@ def _run(
         "losses": [round(x, 4) for x in losses],
         "steps": step,
         "planned_steps": total_steps,
+        "time_budget_s": budget.budget_s,
         "stopped": stopped,
         "precision": "bf16" if dtype is not None else "fp32",
         "micro_batch_size": micro,
@@ -519,6 +535,8 @@ def _run(
         "validation_examples": len(validation),
         "skipped_examples": skipped,
         "seconds": time.perf_counter() - started,
+        # Load, training and what follows it (held-out loss, saving, GGUF): where a time budget's seconds went.
+        "load_seconds": train_started - started,
         "train_seconds": train_seconds,
         "seconds_per_step": train_seconds / max(step, 1),
         "device": device,
@@ -526,14 +544,14 @@ def _run(
         "lora_alpha": int(config["lora_alpha"]),
         "target_modules": list(config["target_modules"]),
         "checksum": checksum,
-        **_export_gguf(config, partial),
+        **gguf,
     }
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (partial / "progress.json").unlink(missing_ok=True)
     if out_dir.exists():  # a retried run of the same version replaces its earlier output
         shutil.rmtree(out_dir)
     os.replace(partial, out_dir)
-    report({"stage": "done", "progress": 1.0, "step": step, "total_steps": total_steps})
+    report({"stage": "done", "progress": 1.0, "step": step, "total_steps": budget.horizon})
     return {**metrics, "adapter_path": str(out_dir)}
 
 

@@ -1,0 +1,61 @@
+"""How many optimizer steps fit a LoRA job's time budget, and where its learning-rate decay should end.
+
+The budget is the whole job's, from its start (the base model's load included) to the saved adapter and its
+GGUF export: a CPU project that is promised an adapter within the hour gets it within the hour, whatever the
+host's speed that day. What comes after training (the held-out loss, saving, the GGUF export) is estimated
+from the training steps' own recent pace, so a host that slows down midway stops training earlier.
+
+Plain arithmetic, no torch: the training loop asks it after every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+#: A held-out batch runs forward only, without gradients: about a third of a training step's work
+#: (backward costs about twice the forward). Half leaves room for a slower moment of the host.
+EVAL_SHARE_OF_A_STEP = 0.5
+#: Saving the adapter and converting it to a GGUF LoRA: a few seconds for a small adapter; kept generous.
+EXPORT_SECONDS = 30.0
+#: Steps whose pace predicts the next ones: recent enough to follow the host's speed, many enough to smooth
+#: the step-to-step spread of prompt lengths.
+RECENT_STEPS = 10
+
+
+@dataclass
+class StepBudget:
+    """The steps a job may still train, given its budget and what the steps so far took."""
+
+    budget_s: float
+    planned_steps: int
+    eval_batches: int
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_STEPS))
+    #: The step the learning-rate decay ends at: the planned last step until the budget says otherwise.
+    horizon: int = 0
+
+    def __post_init__(self) -> None:
+        self.horizon = self.horizon or self.planned_steps
+
+    def record(self, step_seconds: float) -> None:
+        self._recent.append(step_seconds)
+
+    @property
+    def step_seconds(self) -> float:
+        return sum(self._recent) / len(self._recent) if self._recent else 0.0
+
+    def reserve_s(self) -> float:
+        """Seconds kept for what follows training: the held-out loss and the export."""
+        return self.eval_batches * self.step_seconds * EVAL_SHARE_OF_A_STEP + EXPORT_SECONDS
+
+    def steps_that_fit(self, steps_done: int, elapsed_s: float) -> int:
+        """The last step the job should reach: the planned one, or fewer when the budget runs out first.
+
+        Never fewer than the steps already done (the caller stops there) and never more than planned.
+        """
+        if self.budget_s <= 0 or not self._recent:
+            return self.planned_steps
+        left = self.budget_s - elapsed_s - self.reserve_s()
+        more = max(0, math.floor(left / self.step_seconds)) if self.step_seconds > 0 else 0
+        return min(self.planned_steps, steps_done + more)
