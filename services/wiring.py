@@ -13,7 +13,6 @@ from services.core.examples.index import VectorIndex
 from services.core.examples.index_pgvector import PgVectorIndex
 from services.core.examples.index_weaviate import WeaviateIndex
 from services.core.llm.base import LLM
-from services.core.prompt import PromptOptions
 from services.feedback.handler import FeedbackHandler
 from services.feedback.learn import Learner
 from services.generation.handler import GenerationHandler
@@ -22,6 +21,7 @@ from services.generation.serving import AdapterRoutingLLM
 from services.infra.consumer import BaseHandler
 from services.infra.llm.factory import build_llm as build_backend
 from services.infra.llm.transformers_peft import TransformersLLM
+from services.infra.prompt_settings import prompt_options
 from services.infra.settings import Settings
 from services.query.handler import QueryHandler
 from services.retrieval.handler import RetrievalHandler
@@ -73,13 +73,7 @@ def build_llm(settings: Settings) -> LLM:
 
 def generation_config(settings: Settings) -> GenerationConfig:
     return GenerationConfig(
-        prompt=PromptOptions.full().but(
-            value_hints=settings.value_hints,
-            column_hints=settings.column_hints,
-            plain_example_sql=settings.plain_example_sql,
-            entity_value_hints=settings.entity_value_hints,
-            column_hints_named_table=settings.column_hints_named_table,
-        ),
+        prompt=prompt_options(settings),
         mechanical_fixes=settings.mechanical_fixes,
         literal_word_fixes=settings.literal_word_fixes,
         value_check=settings.value_hints,

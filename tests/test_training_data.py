@@ -13,10 +13,12 @@ import pytest
 
 from services.core.customer_db import CustomerDatabases, discover_schema
 from services.core.values import ColumnValues, ValueIndex
+from services.infra.settings import Settings
 from services.training.augment import spread, value_variants
 from services.training.dataset import ProjectDataset, TrainingExample, default_render, to_chat
 from services.training.enrich import EnrichOptions, enrich, with_context
 from services.training.evaluate import gate
+from services.training.job import training_render
 
 CITIES = [
     ("boston", "massachusetts", 650000),
@@ -192,6 +194,25 @@ async def test_without_a_value_index_the_dataset_only_gains_context(tmp_path: Pa
     enriched = await enrich(dataset, index=None, databases=None, database_url=None, options=EnrichOptions())
     assert [e.origin for e in enriched.train] == ["verified", "verified"]
     assert [c.question for c in enriched.train[0].context] == ["how many states are there"]
+
+
+async def test_training_prompts_are_made_as_serving_makes_them_when_asked(tmp_path: Path) -> None:
+    schema = await discover_schema(_database(tmp_path))
+    example = _example(
+        "what is the population of boston", "SELECT population FROM city WHERE city_name = 'boston'"
+    )
+    note = "US cities and the states they are in"
+
+    def prompt(serving: bool) -> str:
+        settings = Settings(
+            data_dir=tmp_path, log_json=False, training_serving_prompts=serving, column_hints=True
+        )
+        return "\n".join(m["content"] for m in to_chat(example, schema, training_render(settings, note)))
+
+    served, plain = prompt(True), prompt(False)
+    # The project's description and the column hint the product's prompt carries; neither in the plain one.
+    assert note in served and "'population' is city.population" in served
+    assert note not in plain and "'population' is city.population" not in plain
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ from services.infra.embedded import EmbeddedPostgres
 from services.infra.settings import Settings, get_settings
 from services.query.register import register_project
 from services.training.dataset import load_dataset
-from services.training.job import enriched
+from services.training.job import enriched, training_render
 from services.training.lora_train import adapter_path, make_config, train_lora
 from services.wiring import build_databases, build_index, build_llm
 
@@ -490,6 +490,7 @@ class AccuracyBench:
             project_id,
             validation_share=self.settings.validation_share,
             seed=self.settings.training_seed,
+            render=training_render(self.settings, state.project.description),
         )
         # The product's training data: value variants and serving-like prompts (services.training.job).
         dataset = await enriched(

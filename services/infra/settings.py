@@ -372,6 +372,12 @@ class Settings(BaseSettings):
         "SQL shape, as serving sees a question of a pattern the project never had (0: all prompts get the "
         "most similar examples).",
     )
+    training_serving_prompts: bool = Field(
+        False,
+        description="Training and gate prompts made with the serving prompt's own options (column hints, the "
+        "value hints' wording, the QUERYLIFT_* prompt switches) and the project's description, as the product "
+        "prompts; off: the full prompt without them (the prompts the measured adapters were trained on).",
+    )
     canary_min_ratings: int = Field(
         20,
         ge=1,

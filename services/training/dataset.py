@@ -81,18 +81,27 @@ class NoSchema(Exception):
     """The project has no recorded schema, so its prompts cannot be rendered."""
 
 
-def default_render(example: TrainingExample, schema: SchemaInfo) -> list[ChatMessage]:
-    """The serving prompt: instructions and schema, the similar examples retrieval would find (as chat
-    turns) and the values the question names; so the adapter learns to use retrieval, not to replace it."""
+def serving_render(options: PromptOptions, domain_note: str | None = None) -> Render:
+    """Prompts made as serving makes them with ``options`` and the project's description: instructions and
+    schema, the similar examples retrieval would find (as chat turns) and the values the question names; so
+    the adapter learns to use retrieval, not to replace it."""
 
-    prompt = build_prompt(
-        example.question,
-        schema,
-        examples=list(example.context),
-        value_hints=list(example.value_hints) or None,
-        options=PromptOptions(),
-    )
-    return list(prompt.messages)
+    def render(example: TrainingExample, schema: SchemaInfo) -> list[ChatMessage]:
+        prompt = build_prompt(
+            example.question,
+            schema,
+            examples=list(example.context),
+            value_hints=list(example.value_hints) or None,
+            options=options,
+            domain_note=domain_note,
+        )
+        return list(prompt.messages)
+
+    return render
+
+
+#: The full prompt with no project description and the prompt switches at their library defaults.
+default_render: Render = serving_render(PromptOptions())
 
 
 def assistant_content(sql: str) -> str:

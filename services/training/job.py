@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import asyncpg
@@ -19,8 +19,16 @@ from services.core import model_registry as registry
 from services.core.column_values_store import ValueIndexes
 from services.core.llm.base import LLM
 from services.core.projects import load_project
+from services.infra.prompt_settings import prompt_options
 from services.infra.settings import Settings
-from services.training.dataset import ProjectDataset, Render, load_dataset, mark_trained
+from services.training.dataset import (
+    ProjectDataset,
+    Render,
+    default_render,
+    load_dataset,
+    mark_trained,
+    serving_render,
+)
 from services.training.enrich import EnrichOptions, enrich
 from services.training.evaluate import Evaluator, Executor, gate
 from services.training.lora_train import make_config
@@ -81,6 +89,8 @@ async def run_training_job(
         await registry.finish_job(pool, job_id, "failed", error)
         return TrainingOutcome(job_id, project_id, "failed", error=error)
     database_url = project.database_url
+    if render is None:
+        dataset = replace(dataset, render=training_render(settings, project.description))
     dataset = await enriched(pool, settings, dataset, databases=databases, database_url=database_url)
 
     version_number = await registry.next_version(pool, project_id)
@@ -168,6 +178,14 @@ async def run_training_job(
         "training finished", extra={"project": project_id, "version": candidate.version, "decision": decision}
     )
     return TrainingOutcome(job_id, project_id, status, candidate, decision, metrics)
+
+
+def training_render(settings: Settings, domain_note: str | None) -> Render:
+    """The prompts a project's adapter is trained and gated on: made as serving makes them, options and
+    project description included (QUERYLIFT_TRAINING_SERVING_PROMPTS), or the plain full prompt."""
+    if settings.training_serving_prompts:
+        return serving_render(prompt_options(settings), domain_note)
+    return default_render
 
 
 async def enriched(
