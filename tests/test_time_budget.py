@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.training.time_budget import EXPORT_SECONDS, StepBudget
+from services.training.time_budget import EVAL_SHARE_OF_A_STEP, EXPORT_SECONDS, StepBudget
 
 # (budget s, planned steps, held-out batches, step times so far, elapsed s, steps that fit)
 CASES = [
@@ -12,8 +12,15 @@ CASES = [
     (0.0, 175, 24, [22.0], 30.0, 175),
     # no step yet: nothing to go by, the plan
     (3600.0, 175, 24, [], 30.0, 175),
-    # an hour at 22 s a step, 24 held-out batches (24 * 11 s) and the export kept back
-    (3600.0, 175, 24, [22.0], 52.0, 1 + int((3600 - 52 - 24 * 11 - EXPORT_SECONDS) // 22)),
+    # an hour at 22 s a step, 24 held-out batches and the export kept back
+    (
+        3600.0,
+        175,
+        24,
+        [22.0],
+        52.0,
+        1 + int((3600 - 52 - 24 * 22 * EVAL_SHARE_OF_A_STEP - EXPORT_SECONDS) // 22),
+    ),
     # the plan fits well within the budget
     (3600.0, 40, 24, [22.0], 52.0, 40),
     # out of time: the steps done, never fewer
@@ -33,5 +40,5 @@ def test_steps_that_fit_the_budget(
     assert plan.steps_that_fit(len(steps), elapsed) == expected
 
 
-def test_the_learning_rate_horizon_starts_at_the_plan() -> None:
+def test_the_stop_starts_at_the_plan() -> None:
     assert StepBudget(budget_s=3600.0, planned_steps=175, eval_batches=24).horizon == 175

@@ -322,8 +322,7 @@ class Settings(BaseSettings):
         ge=0,
         description="0: no limit; >0: the whole LoRA job's seconds, from its start (the base model's load included) to the "
         "saved adapter and its GGUF: training stops at the last step that leaves time, at the steps' recent "
-        "pace, for the held-out loss and the export, and the learning rate's decay ends there (the adapter so "
-        "far is evaluated and kept; its metrics say it stopped on time). The default keeps a CPU's job (2 cores, "
+        "pace, for the held-out loss and the export (the adapter so far is evaluated and kept; its metrics say it stopped on time). The default keeps a CPU's job (2 cores, "
         "0.5B) within the hour from request to model.updated; a GPU's ends long before it.",
     )
     lora_precision: Literal["auto", "fp32", "bf16"] = Field(
