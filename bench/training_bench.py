@@ -113,7 +113,7 @@ def _bench_gguf(
         metrics = train_lora(config, progress=progress)
     return {
         "total_seconds": metrics["seconds"],
-        "load_seconds": metrics["seconds"] - metrics["train_seconds"],
+        "load_seconds": metrics["load_seconds"],
         "train_seconds": metrics["train_seconds"],
         "step_seconds": step_times,
         "first_loss": metrics["first_loss"],

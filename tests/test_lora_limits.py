@@ -41,7 +41,7 @@ def test_autocast_dtype_follows_the_setting_and_the_device(
 
 @pytest.mark.real_model
 @pytest.mark.slow
-def test_a_time_budget_stops_training_after_the_step_that_reaches_it_in_bf16(tmp_path: Path) -> None:
+def test_a_time_budget_the_load_used_up_still_trains_one_step_and_keeps_it_in_bf16(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", lora_time_budget_s=0.001, lora_precision="bf16", log_json=False
     )
@@ -69,8 +69,12 @@ def test_a_time_budget_stops_training_after_the_step_that_reaches_it_in_bf16(tmp
         device="cpu",
         threads=2,
     )
-    metrics = train_lora(config)
+    events: list[dict[str, object]] = []
+    metrics = train_lora(config, progress=events.append)
     assert metrics["steps"] == 1 and metrics["planned_steps"] == 4 and metrics["stopped"] == "time_budget"
+    # The progress of the one step is measured against the budget's stop, the plan stays in total_steps.
+    (stepped,) = [e for e in events if e.get("stage") == "training" and e.get("step") == 1]
+    assert stepped["expected_steps"] == 1 and stepped["total_steps"] == 4 and stepped["progress"] == 1.0
     assert metrics["precision"] == "bf16" and len(metrics["losses"]) == 1
     assert metrics["eval_loss"] is not None and metrics["eval_loss"] == metrics["eval_loss"]  # not NaN
     folder = Path(metrics["adapter_path"])

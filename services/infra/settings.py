@@ -320,10 +320,11 @@ class Settings(BaseSettings):
     lora_time_budget_s: float = Field(
         3500.0,
         ge=0,
-        description="0: no limit; >0: the whole LoRA job's seconds, from its start (the base model's load included) to the "
-        "saved adapter and its GGUF: training stops at the last step that leaves time, at the steps' recent "
-        "pace, for the held-out loss and the export (the adapter so far is evaluated and kept; its metrics say it stopped on time). The default keeps a CPU's job (2 cores, "
-        "0.5B) within the hour from request to model.updated; a GPU's ends long before it.",
+        description="0: no limit; >0: the training task's seconds, from its start (the base model's load "
+        "included) to the saved adapter and its GGUF: training stops at the last step that leaves time, at the "
+        "steps' recent pace, for the held-out loss and the export (at least one step, the held-out loss and the "
+        "export always run; the adapter so far is kept and its metrics say it stopped on time). Building the "
+        "dataset before it and the gate's two passes over the held-out examples after it are not counted.",
     )
     lora_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
@@ -373,9 +374,11 @@ class Settings(BaseSettings):
     )
     training_serving_prompts: bool = Field(
         False,
-        description="Training and gate prompts made with the serving prompt's own options (column hints, the "
-        "value hints' wording, the QUERYLIFT_* prompt switches) and the project's description, as the product "
-        "prompts; off: the full prompt without them (the prompts the measured adapters were trained on).",
+        description="Training and gate prompts made with the serving prompt's options (column hints, the value "
+        "hints' wording, the QUERYLIFT_* prompt switches), token budget and the project's description; still "
+        "not as served: no library examples or conversation turns, and the similar examples are the training "
+        "side's by wording (QUERYLIFT_TRAINING_CONTEXT_EXAMPLES). Off: the full prompt without them (the "
+        "prompts the measured adapters were trained on).",
     )
     canary_min_ratings: int = Field(
         20,

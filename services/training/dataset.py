@@ -81,7 +81,9 @@ class NoSchema(Exception):
     """The project has no recorded schema, so its prompts cannot be rendered."""
 
 
-def serving_render(options: PromptOptions, domain_note: str | None = None) -> Render:
+def serving_render(
+    options: PromptOptions, domain_note: str | None = None, budget_tokens: int = 3072
+) -> Render:
     """Prompts made as serving makes them with ``options`` and the project's description: instructions and
     schema, the similar examples retrieval would find (as chat turns) and the values the question names; so
     the adapter learns to use retrieval, not to replace it."""
@@ -94,6 +96,7 @@ def serving_render(options: PromptOptions, domain_note: str | None = None) -> Re
             value_hints=list(example.value_hints) or None,
             options=options,
             domain_note=domain_note,
+            budget_tokens=budget_tokens,
         )
         return list(prompt.messages)
 

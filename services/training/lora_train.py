@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 IGNORE_INDEX = -100
+#: Changes with anything in how an adapter is trained that its config does not show (the time budget's
+#: meaning, the schedule): a config, and so a cached adapter, is never taken for another trainer's.
+TRAINER_REVISION = 2
 
 
 def adapter_path(adapter_dir: Path | str, project_id: str, version: int) -> Path:
@@ -86,6 +89,7 @@ def make_config(
         "max_seq_len": settings.llm_context_tokens,
         "device": "auto",
         "threads": None,
+        "trainer_revision": TRAINER_REVISION,
     }
     config.update(overrides)
     return config
@@ -459,6 +463,7 @@ def _run(
     shared_tokens = 0  # prompt tokens the shared prefix pass saved running again
     losses: list[float] = []
     step = 0
+    progress = 0.0
     stopped = "steps"
     train_started = time.perf_counter()
     report({"stage": "training", "progress": 0.0, "step": 0, "total_steps": total_steps})
@@ -491,12 +496,15 @@ def _run(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
-            # Under a time budget the job ends at the budget's horizon, not at the planned step: progress says so.
+            # Under a time budget the job ends at the budget's stop, not at the planned step: progress is measured
+            # against that stop (never going back when the estimate grows), the plan stays in total_steps.
+            progress = max(progress, step / budget.horizon)
             event = {
                 "stage": "training",
-                "progress": step / budget.horizon,
+                "progress": progress,
                 "step": step,
-                "total_steps": budget.horizon,
+                "total_steps": total_steps,
+                "expected_steps": budget.horizon,
                 "loss": losses[-1],
             }
             (partial / "progress.json").write_text(json.dumps(event))
@@ -506,7 +514,7 @@ def _run(
                 break
     train_seconds = time.perf_counter() - train_started
 
-    report({"stage": "evaluating", "progress": 1.0, "step": step, "total_steps": budget.horizon})
+    report({"stage": "evaluating", "progress": 1.0, "step": step, "total_steps": total_steps})
     eval_loss = _eval_loss(model, validation, batch_size, pad_id, device, dtype, shared)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
@@ -551,7 +559,7 @@ def _run(
     if out_dir.exists():  # a retried run of the same version replaces its earlier output
         shutil.rmtree(out_dir)
     os.replace(partial, out_dir)
-    report({"stage": "done", "progress": 1.0, "step": step, "total_steps": budget.horizon})
+    report({"stage": "done", "progress": 1.0, "step": step, "total_steps": total_steps})
     return {**metrics, "adapter_path": str(out_dir)}
 
 

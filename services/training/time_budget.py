@@ -1,8 +1,8 @@
 """How many optimizer steps fit a LoRA job's time budget.
 
-The budget is the whole job's, from its start (the base model's load included) to the saved adapter and its
-GGUF export: a CPU project that is promised an adapter within the hour gets it within the hour, whatever the
-host's speed that day. What comes after training (the held-out loss, saving, the GGUF export) is estimated
+The budget is the training task's, from its start (the base model's load included) to the saved adapter and
+its GGUF export, whatever the host's speed that day; at least one step, the held-out loss and the export
+always run. What comes after training (the held-out loss, saving, the GGUF export) is estimated
 from the training steps' own recent pace, so a host that slows down midway stops training earlier.
 
 Plain arithmetic, no torch: the training loop asks it after every step.
@@ -55,8 +55,7 @@ class StepBudget:
 
         Never fewer than the steps already done (the caller stops there) and never more than planned.
         """
-        if self.budget_s <= 0 or not self._recent:
-            return self.planned_steps
+        if self.budget_s <= 0 or self.step_seconds <= 0:
+            return self.planned_steps  # no budget, or no pace to go by yet
         left = self.budget_s - elapsed_s - self.reserve_s()
-        more = max(0, math.floor(left / self.step_seconds)) if self.step_seconds > 0 else 0
-        return min(self.planned_steps, steps_done + more)
+        return min(self.planned_steps, steps_done + max(0, math.floor(left / self.step_seconds)))
