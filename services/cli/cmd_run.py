@@ -7,6 +7,7 @@ import argparse
 from services.consumer_process import run_consumer
 from services.infra import event_loop
 from services.infra.logging_setup import setup_logging
+from services.infra.parent_watch import watch_parent
 from services.infra.settings import get_settings
 from services.wiring import SERVICES
 
@@ -21,5 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_json)
+    if settings.parent_pid is not None:
+        watch_parent(settings.parent_pid)
     event_loop.run(run_consumer(args.service, settings, metrics_port=args.metrics_port), settings.event_loop)
     return 0

@@ -38,6 +38,7 @@ class Stack:
         env = dict(os.environ)
         env["QUERYLIFT_KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
         env["DATABASE_URL"] = self.database_url
+        env["QUERYLIFT_PARENT_PID"] = str(os.getpid())  # the consumers stop if this process is killed
         return env
 
 

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="Address the metrics server binds to (0.0.0.0 in containers)."
     )
+    parent_pid: int | None = Field(
+        None,
+        description="Set by `querylift up` for the consumers it starts: a consumer stops, as on SIGTERM, once "
+        "that process is gone, so a killed `up` leaves none running.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs; false for human-readable lines.")
 
