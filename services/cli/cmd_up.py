@@ -1,5 +1,6 @@
 """``querylift up``: everything on one machine — embedded broker and PostgreSQL for addresses not configured,
-then the five consumers as child processes. Ctrl-C stops the consumers first, then the infrastructure."""
+then the five consumers as child processes. Ctrl-C (or SIGTERM) stops the consumers first, then the
+infrastructure."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from services.infra.embedded import EmbeddedBroker
 from services.infra.local_stack import LocalStack, clear_state, write_state
 from services.infra.runtime_db import database_dsn
 from services.infra.settings import Settings, get_settings
+from services.infra.stop_signals import stop_on_signals
 from services.wiring import SERVICES
 
 console = Console(stderr=True)
@@ -134,6 +136,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     settings = get_settings()
+    stop_on_signals()
     with running_stack(settings) as stack:
         console.print(
             f"[bold]querylift is up.[/] Kafka {stack.bootstrap}. In another terminal: "
