@@ -121,6 +121,7 @@ def settings_record(settings: Settings) -> dict[str, Any]:
         "llm_model",
         "llm_threads",
         "llm_context_tokens",
+        "llm_cpu_weights",
         "llm_max_tokens",
         "llm_seed",
         "prompt_token_budget",

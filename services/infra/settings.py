@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.infra.llm.cpu_weights import CpuWeights
+
 
 def _alias(name: str, *bare: str) -> AliasChoices:
     return AliasChoices(f"QUERYLIFT_{name.upper()}", *bare)
@@ -116,6 +118,12 @@ class Settings(BaseSettings):
     llm_retries: int = Field(2, ge=0, description="Retries with exponential backoff for served models.")
     llm_max_tokens: int = Field(256, ge=16, description="Completion tokens per SQL generation.")
     llm_threads: int = Field(2, ge=1, description="CPU threads for the local GGUF model.")
+    llm_cpu_weights: CpuWeights = Field(
+        "shipped",
+        description="gguf: the model's weights as shipped, or requantized once (into the model cache) to a "
+        "4-bit format llama.cpp repacks for its fast CPU kernels: 'q4_0' or 'iq4_nl' (see bench/README.md, "
+        "'Weights the CPU runs fastest').",
+    )
     llm_context_tokens: int = Field(4096, ge=512, description="Context window of the local model.")
     prompt_token_budget: int = Field(
         3072, ge=256, description="Prompt parts are dropped, least useful first, to fit."

@@ -33,6 +33,7 @@ from services.core.llm.base import (
     Completion,
     ModelUnavailable,
 )
+from services.infra.llm.cpu_weights import RequantizeError, cpu_weights_file
 from services.infra.llm.llama_decode import (
     Decoded,
     DecodeOptions,
@@ -73,8 +74,10 @@ _load_lock = threading.Lock()
 
 @contextlib.contextmanager
 def _model_params_without_extra_buffers() -> Iterator[None]:
-    # Weight repacking into "extra buffer types" (AMX / repacked CPU kernels) crashes batched decoding with
-    # the llama.cpp build we ship on some CPUs; plain CPU buffers are slower by little and always work.
+    # Weight repacking into "extra buffer types" (AMX / repacked CPU kernels) was seen to crash batched
+    # decoding on some CPUs, and gains nothing on the shipped weights (most are Q5_0, which has no repacked
+    # kernel; bench/README.md, "Weights the CPU runs fastest"), so plain CPU buffers are the default. Weights
+    # requantized by cpu_weights load with it: the repack is their point.
     # Llama() reads llama_model_default_params() while loading, so it is swapped for the load only.
     import llama_cpp.llama as llama_module
 
@@ -182,8 +185,10 @@ class GGUFLLM:
     ) -> None:
         self.settings = settings
         self._model_name = model or settings.llm_model
-        self._extra_buffers = extra_buffers
+        # Requantized weights are there to be repacked for the fast CPU kernels, so they load with them.
+        self._extra_buffers = extra_buffers or settings.llm_cpu_weights != "shipped"
         self._path: Path | None = None
+        self._served: Path | None = None
         self._warned_adapter = False
         is_file = self._model_name.lower().endswith(".gguf")
         self.name = Path(self._model_name).stem if is_file else self._model_name
@@ -197,9 +202,29 @@ class GGUFLLM:
                 raise ModelUnavailable(str(exc)) from exc
         return self._path
 
+    @property
+    def served_path(self) -> Path:
+        """The file loaded: the model's own, or its copy in the format ``llm_cpu_weights`` names."""
+        if self._served is None:
+            try:
+                self._served = cpu_weights_file(
+                    self.path,
+                    self.settings.llm_cpu_weights,
+                    self.settings.model_cache_dir,
+                    self.settings.llm_threads,
+                )
+            except (RequantizeError, OSError) as exc:
+                raise ModelUnavailable(f"Requantizing {self.path} failed: {exc}") from exc
+            except ImportError as exc:
+                raise ModelUnavailable(
+                    "llama-cpp-python is not installed: `pip install 'querylift[ml]'` or choose another "
+                    "QUERYLIFT_LLM_BACKEND"
+                ) from exc
+        return self._served
+
     def _key(self, lora_path: str | None) -> _Key:
         return _Key(
-            path=str(self.path),
+            path=str(self.served_path),
             n_ctx=self.settings.llm_context_tokens,
             threads=self.settings.llm_threads,
             seed=self.settings.llm_seed,
