@@ -46,6 +46,10 @@ from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
+NOT_INSTALLED = (
+    "llama-cpp-python is not installed: `pip install 'querylift[ml]'` or choose another QUERYLIFT_LLM_BACKEND"
+)
+
 
 @dataclass(frozen=True)
 class _Key:
@@ -123,10 +127,7 @@ def _load(key: _Key, extra_buffers: bool, max_adapted: int, prefix_states: int =
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise ModelUnavailable(
-                "llama-cpp-python is not installed: `pip install 'querylift[ml]'` or choose another "
-                "QUERYLIFT_LLM_BACKEND"
-            ) from exc
+            raise ModelUnavailable(NOT_INSTALLED) from exc
         started = time.perf_counter()
         params = contextlib.nullcontext() if extra_buffers else _model_params_without_extra_buffers()
         try:
@@ -216,10 +217,7 @@ class GGUFLLM:
             except (RequantizeError, OSError) as exc:
                 raise ModelUnavailable(f"Requantizing {self.path} failed: {exc}") from exc
             except ImportError as exc:
-                raise ModelUnavailable(
-                    "llama-cpp-python is not installed: `pip install 'querylift[ml]'` or choose another "
-                    "QUERYLIFT_LLM_BACKEND"
-                ) from exc
+                raise ModelUnavailable(NOT_INSTALLED) from exc
         return self._served
 
     def _key(self, lora_path: str | None) -> _Key:
