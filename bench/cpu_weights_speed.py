@@ -4,7 +4,7 @@
         --out bench/results/cpu_weights_speed_0.5b.json
 
 For each build (the weights as shipped, loaded plainly or repacked; each QUERYLIFT_LLM_CPU_WEIGHTS kind,
-repacked as the product loads it) a fresh model evaluates the same token counts as a median one-call answer
+repacked as the product loads it; the shipped weights with flash attention; ``--builds`` picks some) a fresh model evaluates the same token counts as a median one-call answer
 of the product: a project prefix (772 tokens), the question's own part (325) and 40 decoded tokens, one token
 at a time as greedy decoding does. Builds take turns, round by round, so the host's changing speed falls on
 all of them alike; the medians over rounds are reported. Speed only: whether a format keeps the answers is
@@ -38,6 +38,7 @@ class Build:
     name: str
     weights: CpuWeights
     repacked: bool
+    flash_attn: bool = False
 
 
 @dataclass
@@ -52,6 +53,8 @@ BUILDS = [
     Build("shipped, repacked", "shipped", True),
     Build("q4_0, repacked", "q4_0", True),
     Build("iq4_nl, repacked", "iq4_nl", True),
+    # llama.cpp's fused attention kernel: measured, no product setting (it slows decoding on this CPU).
+    Build("shipped, flash attention", "shipped", False, flash_attn=True),
 ]
 
 
@@ -64,13 +67,18 @@ def _text_tokens(model: Any, n: int) -> list[int]:
     return tokens[:n]
 
 
-def time_build(path: Path, repacked: bool, threads: int) -> Timing:
+def time_build(path: Path, build: Build, threads: int) -> Timing:
     from llama_cpp import Llama
 
-    params = contextlib.nullcontext() if repacked else _model_params_without_extra_buffers()
+    params = contextlib.nullcontext() if build.repacked else _model_params_without_extra_buffers()
     with params:
         model = Llama(
-            model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
+            model_path=str(path),
+            n_ctx=2048,
+            n_threads=threads,
+            n_threads_batch=threads,
+            flash_attn=build.flash_attn,
+            verbose=False,
         )
     try:
         tokens = _text_tokens(model, PREFIX + VARYING + DECODED)
@@ -97,17 +105,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/cpu_weights_speed.json"))
+    parser.add_argument(
+        "--builds", nargs="+", default=None, metavar="NAME", help="only these builds (names as in the table)"
+    )
     args = parser.parse_args(argv)
+    builds = [b for b in BUILDS if args.builds is None or b.name in args.builds]
+    if not builds:
+        raise SystemExit(f"no such build; builds: {', '.join(b.name for b in BUILDS)}")
 
     settings = Settings()
     source = resolve_gguf(args.model, settings.model_cache_dir)
     files = {
-        b.name: cpu_weights_file(source, b.weights, settings.model_cache_dir, args.threads) for b in BUILDS
+        b.name: cpu_weights_file(source, b.weights, settings.model_cache_dir, args.threads) for b in builds
     }
-    runs: dict[str, list[Timing]] = {b.name: [] for b in BUILDS}
+    runs: dict[str, list[Timing]] = {b.name: [] for b in builds}
     for _ in range(args.rounds):
-        for build in BUILDS:
-            runs[build.name].append(time_build(files[build.name], build.repacked, args.threads))
+        for build in builds:
+            runs[build.name].append(time_build(files[build.name], build, args.threads))
 
     def median(name: str, field: str) -> float:
         return statistics.median(getattr(t, field) for t in runs[name])
@@ -115,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     table = Table(title=f"Tokens per second · {args.model} · {args.threads} threads · {args.rounds} rounds")
     for column in ("build", "file MiB", "prefix tok/s", "question part tok/s", "decode tok/s"):
         table.add_column(column, justify="left" if column == "build" else "right")
-    for build in BUILDS:
+    for build in builds:
         table.add_row(
             build.name,
             f"{files[build.name].stat().st_size / 2**20:.0f}",
@@ -133,10 +147,11 @@ def main(argv: list[str] | None = None) -> None:
             b.name: {
                 "weights": b.weights,
                 "repacked": b.repacked,
+                "flash_attn": b.flash_attn,
                 "file_bytes": files[b.name].stat().st_size,
                 "rounds": [asdict(t) for t in runs[b.name]],
             }
-            for b in BUILDS
+            for b in builds
         },
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -89,6 +89,8 @@ async def run(data: Path, work_dir: Path, projects: list[str] | None) -> dict[st
 _SWITCHES = (
     "template_answers",
     "shape_templates",
+    "entity_templates",
+    "prominent_readings",
     "learned_paraphrases",
     "value_templates",
     "composed_answers",

@@ -73,13 +73,42 @@ def shape_adaptations(
     *,
     limit: int = 2,
     paraphrases: Paraphrases | None = None,
+    entity_words: bool = False,
 ) -> list[ValueAdaptation]:
     """Examples that ask what ``question`` asks in other words (``parts.shape``: the same content words in the
     same order once function words, plural and -ing endings and the wording of a superlative are set aside:
     "which state has the highest population" for "what is the state with the largest population"; and, with
     ``paraphrases``, but for one wording the project's own examples use interchangeably), with the question's
-    values in place of theirs; in the examples' order."""
+    values in place of theirs; in the examples' order.
+
+    With ``entity_words``, where no example matches so, the question's table words are read as what they
+    name: a value next to a word naming its table is that table's thing, the word part of the value ("the
+    population of new york city" asks "the population of <a city>"), and only examples comparing it with that
+    table's name column fit; a table word after a column holding that table's things says nothing more ("the
+    capital city of texas" asks "the capital of texas")."""
     mentioned = index.matches(question)
+    out = _shape_matches(question, examples, schema, mentioned, limit, paraphrases)
+    if out or not entity_words:
+        return out
+    read = index.entity_phrases(question)
+    if [m.phrase for m in read] != [m.phrase for m in mentioned]:
+        out = _shape_matches(question, examples, schema, read, limit, paraphrases, same_columns=True)
+    shorter = index.without_appositions(question)
+    if out or shorter == normalize(question):
+        return out
+    return _shape_matches(shorter, examples, schema, index.matches(shorter), limit, paraphrases)
+
+
+def _shape_matches(
+    question: str,
+    examples: Sequence[_Example],
+    schema: SchemaInfo,
+    mentioned: Sequence[ValueMatch],
+    limit: int,
+    paraphrases: Paraphrases | None,
+    *,
+    same_columns: bool = False,
+) -> list[ValueAdaptation]:
     ours = shape(question, [m.phrase for m in mentioned])
     same = (paraphrases or Paraphrases()).same_ask
     out: list[ValueAdaptation] = []
@@ -89,9 +118,26 @@ def shape_adaptations(
         if not same(ours, example_shape(example.question, example.sql, schema.dialect)):
             continue
         sql = with_values(example.question, example.sql, schema, mentioned)
-        if sql is not None and sql not in {a.sql for a in out}:
-            out.append(ValueAdaptation(example_id=example.example_id, sql=sql, substitutions=()))
+        if sql is None or sql in {a.sql for a in out}:
+            continue
+        if same_columns and not _compares_in_place(sql, schema, mentioned):
+            continue  # the example's own value, but in another column ('new york' the state)
+        out.append(ValueAdaptation(example_id=example.example_id, sql=sql, substitutions=()))
     return out
+
+
+def _compares_in_place(sql: str, schema: SchemaInfo, mentioned: Sequence[ValueMatch]) -> bool:
+    """Whether ``sql`` compares each mentioned value with one of the columns the match names."""
+    try:
+        tree = sqlglot.parse_one(sql, read=glot_dialect(schema.dialect))
+    except Exception:  # SQL that does not parse fits nothing
+        return False
+    placed = {
+        (normalize(literal.this), f"{t}.{c}".lower())
+        for literal, columns in column_literals(tree, schema)
+        for t, c in columns
+    }
+    return all(any((normalize(m.value), column.lower()) in placed for column in m.columns) for m in mentioned)
 
 
 def with_values(

@@ -73,6 +73,7 @@ class ValueIndex:
     _by_norm: dict[str, list[tuple[str, str]]] = field(init=False, repr=False)
     _norms: list[str] = field(init=False, repr=False)
     _by_column: dict[tuple[str, str], ColumnValues] = field(init=False, repr=False)
+    _norm_sets: dict[str, frozenset[str]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         by_norm: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -86,6 +87,10 @@ class ValueIndex:
         self._by_norm = dict(by_norm)
         self._norms = list(self._by_norm)
         self._by_column = {(c.table.lower(), c.column.lower()): c for c in self.columns}
+        self._norm_sets = {
+            f"{c.table}.{c.column}".lower(): frozenset(filter(None, map(normalize, c.values)))
+            for c in self.columns
+        }
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[str, str, str, bool]]) -> ValueIndex:
@@ -159,6 +164,72 @@ class ValueIndex:
             if len(out) >= MAX_HINTS:
                 break
         return out
+
+    def entity_phrases(self, question: str) -> list[ValueMatch]:
+        """``matches``, where a word right after or before a value names a table whose name column holds it, read
+        as that table's thing with the word in the phrase: "new york city" is the city 'new york' (not the state
+        and the word "city"), "the mississippi river" the river. A value no such word follows stays as matched."""
+        sequence = normalize(question).split()
+        out = []
+        for found in self.matches(question):
+            match = self._entity_reading(found) or found
+            words = normalize(match.phrase).split()
+            reading = None
+            for start in range(len(sequence) - len(words) + 1):
+                if sequence[start : start + len(words)] != words:
+                    continue
+                before, after = (
+                    sequence[start - 1 : start] if start else [],
+                    sequence[start + len(words) :][:1],
+                )
+                for noun, phrase in [(w, [*words, w]) for w in after] + [(w, [w, *words]) for w in before]:
+                    named = [c for c in match.columns if _is_thing_name(noun, c)]
+                    if len(named) == 1:
+                        reading = ValueMatch(" ".join(phrase), match.value, (named[0],), match.score)
+                        break
+                break
+            out.append(reading or found)
+        return out
+
+    def without_appositions(self, question: str) -> str:
+        """``question`` (normalized) without a word naming a table right after a word naming a column whose
+        values are that table's things: "the capital city of texas" asks for the capital, a city already
+        (state.capital holds city names), so it reads "the capital of texas"."""
+        words = normalize(question).split()
+        kept = [w for i, w in enumerate(words) if not (i and self._apposition(words[i - 1], w))]
+        return " ".join(kept)
+
+    def _apposition(self, column_word: str, noun: str) -> bool:
+        named = [c for c in self.columns if normalize(c.column.replace("_", " ")) == singular(column_word)]
+        things = [c for c in self.columns if _is_thing_name(noun, f"{c.table}.{c.column}")]
+        return any(
+            a.table.lower() != b.table.lower()
+            and self._same_kind(f"{a.table}.{a.column}", f"{b.table}.{b.column}")
+            for a in named
+            for b in things
+        )
+
+    def _same_kind(self, one: str, other: str) -> bool:
+        """Whether two columns ("table.column") hold the same kind of thing: they share at least half of the
+        smaller one's values."""
+        a, b = self._norm_sets.get(one.lower(), frozenset()), self._norm_sets.get(other.lower(), frozenset())
+        return bool(a and b) and 2 * len(a & b) >= min(len(a), len(b))
+
+    def prominence(self, value: str, column: str) -> int:
+        """How many columns hold ``value`` as the same kind of thing that ``column`` ("table.column") holds it
+        as: columns sharing at least half of the smaller one's values with it (the states of city.state_name and
+        of state.state_name), ``column`` itself included; 0 where ``column`` does not hold it. A name that reads
+        as two things ('washington' the state and the city) is most likely the one the database refers to
+        from more places, the one other tables are about."""
+        norm = normalize(value)
+        home = self._norm_sets.get(column.lower())
+        if not norm or home is None or norm not in home:
+            return 0
+        return sum(
+            1
+            for other, values in self._norm_sets.items()
+            if norm in values and self._same_kind(column, other)
+        )
 
     def _entity_reading(self, match: ValueMatch) -> ValueMatch | None:
         """``match`` read as a table's thing named by the phrase's first or last word: "colorado river" is

@@ -35,6 +35,7 @@ from services.core.prompt import Prompt, PromptOptions, build_prompt, build_repa
 from services.core.schema import SchemaInfo
 from services.core.sql import check_sql, extract_sql
 from services.core.template_match import adaptations
+from services.core.value_readings import by_prominence
 from services.core.value_templates import shape_adaptations, value_adaptations
 from services.core.values import ValueIndex
 from services.generation.answer_text import summarize
@@ -77,10 +78,16 @@ class GenerationConfig:
     #: Answer from a very similar verified example adapted through the values the question names for the same
     #: columns (needs the value index; services.core.value_templates), when the strict template match fails.
     value_templates: bool = False
-    value_template_min_score: float = 0.75
+    value_template_min_score: float = 0.70
     #: Answer from an example that asks the same in other words (services.core.value_templates
     #: .shape_adaptations: the same content words in order), the question's values swapped in.
     shape_templates: bool = False
+    #: With ``shape_templates``: a value next to a word naming its table ("new york city") is that table's
+    #: thing, the word part of the value, where no example fits the question as worded.
+    entity_templates: bool = False
+    #: Among equally close template matches, the one reading the question's values as the things the
+    #: database refers to from more places first ('washington' the state, not the city).
+    prominent_readings: bool = False
     #: Answer a question of a new shape from two verified examples, one nested in the other
     #: (services.core.composition), when no template answers; needs the value index.
     composed_answers: bool = False
@@ -517,7 +524,12 @@ def _example_tries(
     """Adapted queries in the order they are tried, in groups: each group is only worked out once the ones
     before it answered nothing. The flag: whether the answer must be a single row."""
     started = time.perf_counter()
-    strict = adaptations(question, project, schema.dialect, limit=config.template_tries)
+    if config.prominent_readings and values is not None:
+        # More than will be tried: an equally close match beyond the limit may be the likelier reading.
+        closest = adaptations(question, project, schema.dialect, limit=2 * config.template_tries)
+        strict = by_prominence(closest, schema, values)[: config.template_tries]
+    else:
+        strict = adaptations(question, project, schema.dialect, limit=config.template_tries)
     _add(timings, "template", started)
     yield [((a.example_id,), a.sql, "verified_example", False) for a in strict]
     if values is None:
@@ -525,7 +537,13 @@ def _example_tries(
     if config.shape_templates:
         started = time.perf_counter()
         reworded = shape_adaptations(
-            question, project, schema, values, limit=config.template_tries, paraphrases=paraphrases
+            question,
+            project,
+            schema,
+            values,
+            limit=config.template_tries,
+            paraphrases=paraphrases,
+            entity_words=config.entity_templates,
         )
         _add(timings, "template", started)
         yield [((a.example_id,), a.sql, "adapted_example", False) for a in reworded]

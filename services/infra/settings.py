@@ -257,12 +257,32 @@ class Settings(BaseSettings):
         "for the same columns, when the strict template match fails (checked, run, kept only when it returns "
         "something).",
     )
+    value_template_min_score: float = Field(
+        0.70,
+        ge=0.0,
+        le=1.0,
+        description="With QUERYLIFT_VALUE_TEMPLATES: how similar (retrieval's score, values masked) an example must "
+        "be to be adapted through the question's values; the adaptation also needs the same words but for one.",
+    )
     shape_templates: bool = Field(
         True,
         description="Answer from a verified example that asks the same in other words (the same content words "
         "in the same order once function words and plural endings are set aside, and a superlative read as its "
         "direction: 'largest' as 'highest'), with the question's values swapped in (checked, run, kept only "
         "when it returns something).",
+    )
+    entity_templates: bool = Field(
+        True,
+        description="With QUERYLIFT_SHAPE_TEMPLATES: where no verified example asks the question as worded, "
+        "read a value next to a word naming its table as that table's thing ('the population of new york city' "
+        "as the population of the city 'new york', not of the state) and answer from an example that compares "
+        "it with that table's name column.",
+    )
+    prominent_readings: bool = Field(
+        True,
+        description="Among verified examples that match a question equally well but read its value as "
+        "different things ('population of washington' after 'population of seattle' and 'population of "
+        "maine'), try first the reading whose column the database refers to from more places (the state).",
     )
     learned_paraphrases: bool = Field(
         True,
