@@ -87,6 +87,24 @@ def test_nothing_is_learned_from_one_example_or_none() -> None:
     assert (("elevation",), ("height",)) not in wordings and (("mountain",), ("peak",)) not in wordings
 
 
+def test_a_number_is_never_learned_as_a_wording() -> None:
+    # The year is in the SQL only inside a longer literal, so the questions' years are not masked as values:
+    # "since 2023" against "since 2024" looks like a wording put for another, in two contexts, never
+    # contradicted. It is what is asked about.
+    rivers = "SELECT COUNT(river) FROM flows WHERE region = '{}' AND since >= '{}-01-01'"
+    peaks = "SELECT COUNT(name) FROM peaks WHERE region = '{}' AND since >= '{}-01-01'"
+    history = [
+        ("how many rivers run through north since 2023", rivers.format("north", 2023)),
+        ("how many rivers run through south since 2024", rivers.format("south", 2024)),
+        ("how many peaks stand in north since 2023", peaks.format("north", 2023)),
+        ("how many peaks stand in south since 2024", peaks.format("south", 2024)),
+    ]
+    assert len(learn(history, "sqlite")) == 0
+    ours = shape("how many rivers run through east since 2025", ["east"])
+    theirs = example_shape(*history[0], "sqlite")
+    assert Paraphrases(frozenset({(("2023",), ("2025",))})).same_ask(ours, theirs) is False
+
+
 def test_an_example_in_other_words_answers_with_the_questions_values() -> None:
     schema = SchemaInfo("sqlite", [Table("flows", [Column("river", "TEXT"), Column("region", "TEXT")])])
     index = ValueIndex([ColumnValues("flows", "region", tuple(REGIONS), True)])

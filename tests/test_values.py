@@ -347,6 +347,13 @@ LIVE = Example(
         ("which states neighbor columbus", [BORDER], None),
         ("what states border texas and ohio", [BORDER], None),
         ("how many people live in albany", [LIVE], None),
+        # a number the question puts for the example's is a value no swap reaches (the SQL holds it in a
+        # pattern), not another wording
+        ("how many people live in albany new york in 2024",
+         [Example("e4", "how many people live in austin texas in 2023",
+                  "SELECT population FROM city WHERE city_name = 'austin' AND state_name = 'texas' AND note LIKE '2023-%'",
+                  0.9)],
+         None),
         # an example retrieval found only loosely similar is not adapted
         ("which states neighbor ohio", [Example("e3", BORDER.question, BORDER.sql, 0.5)], None),
     ],

@@ -49,11 +49,17 @@ def _difference(a: Shape, b: Shape) -> Wording:
     return a[start : len(a) - end], b[start : len(b) - end]
 
 
+def _not_wording(words: Shape) -> bool:
+    """A place holding a value or a number: what differs there is what is asked about, not how it is said
+    ("in 2023" against "in 2025")."""
+    return _VALUE in words or any(ch.isdigit() for word in words for ch in word)
+
+
 def _key(a: Shape, b: Shape) -> Wording | None:
     """The wording pair that turns ``a`` into ``b`` (order-free), or None when they differ by more than one
     learnable substitution."""
     x, y = _difference(a, b)
-    if not x or not y or len(x) > _MAX_WORDS or len(y) > _MAX_WORDS or _VALUE in x or _VALUE in y:
+    if not x or not y or len(x) > _MAX_WORDS or len(y) > _MAX_WORDS or _not_wording(x) or _not_wording(y):
         return None
     return (x, y) if x <= y else (y, x)
 
@@ -116,7 +122,7 @@ def learn(examples: Iterable[tuple[str, str]], dialect: str, *, min_support: int
         for i, x in enumerate(middles):
             for y in middles[i + 1 :]:
                 # Only where the cut is as tight as it goes (the pair is counted once, at its own difference).
-                if x[0] == y[0] or x[-1] == y[-1] or _VALUE in x or _VALUE in y:
+                if x[0] == y[0] or x[-1] == y[-1] or _not_wording(x) or _not_wording(y):
                     continue
                 key = (x, y) if x <= y else (y, x)
                 if forms[(*before, *x, *after)] & forms[(*before, *y, *after)]:
