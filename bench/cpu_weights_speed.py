@@ -28,6 +28,7 @@ from rich.table import Table
 from services.infra.llm.cpu_weights import CpuWeights, cpu_weights_file
 from services.infra.llm.gguf import _model_params_without_extra_buffers
 from services.infra.llm.model_files import resolve_gguf
+from services.infra.llm.repack_probe import repacking_works
 from services.infra.settings import Settings
 
 PREFIX, VARYING, DECODED = 772, 325, 40
@@ -118,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     files = {
         b.name: cpu_weights_file(source, b.weights, settings.model_cache_dir, args.threads) for b in builds
     }
+    # A repacked load that crashes this CPU's llama.cpp (repack_probe) would end the run: such builds are left out.
+    crashing = [b.name for b in builds if b.repacked and not repacking_works(files[b.name], args.threads)]
+    if crashing:
+        print(f"left out, llama.cpp cannot serve them repacked on this CPU: {', '.join(crashing)}")
+        builds = [b for b in builds if b.name not in crashing]
     runs: dict[str, list[Timing]] = {b.name: [] for b in builds}
     for _ in range(args.rounds):
         for build in builds:

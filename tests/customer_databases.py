@@ -1,9 +1,11 @@
-"""Customer databases for tests: a fresh database on the local PostgreSQL or MariaDB server, created from DDL
-statements and filled with rows, its URL returned. The tests that need one differ only in their tables."""
+"""Customer databases for tests: a fresh SQLite file, or a fresh database on the local PostgreSQL or MariaDB
+server, created from DDL statements and filled with rows, its URL returned. The tests that need one differ only in their tables."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -11,6 +13,17 @@ import asyncpg
 from tests.conftest import with_database
 
 Rows = dict[str, Sequence[tuple[Any, ...]]]
+
+
+def fresh_sqlite(path: Path, ddl: Sequence[str], rows: Rows) -> str:
+    """SQLite database file ``path`` with ``ddl`` run and ``rows`` inserted per table."""
+    with sqlite3.connect(path) as db:
+        for statement in ddl:
+            db.execute(statement)
+        for table, values in rows.items():
+            if values:
+                db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(values[0]))})", values)
+    return f"sqlite:///{path}"
 
 
 async def fresh_postgres(admin_dsn: str, name: str, ddl: Sequence[str], rows: Rows) -> str:

@@ -217,6 +217,8 @@ async def test_scripted_lora_adapter_is_trained_cached_and_routed(tmp_path: Path
         value_templates=False,
         mechanical_fixes=False,
         shape_templates=False,
+        entity_templates=False,
+        prominent_readings=False,
         retrieval_parts=0,
         composed_answers=False,
         decomposed_answers=False,

@@ -22,6 +22,7 @@ from services.infra.llm.cpu_weights import (
 )
 from services.infra.llm.gguf import GGUFLLM
 from services.infra.llm.model_files import SMOLLM2, resolve_gguf
+from services.infra.llm.repack_probe import cpu_tag, repacking_works
 from services.infra.settings import Settings
 
 pytestmark = [pytest.mark.real_model]
@@ -110,6 +111,9 @@ async def test_repacked_weights_answer_deterministically_and_check_drafts_in_bat
 
     plain, drafted = backend(0), backend(8)
     assert plain.served_path == requantized_path(plain.path, kind, plain.settings.model_cache_dir)
+    # Repacked where this CPU's llama.cpp serves them so (a host with AMX was seen to crash): either way the
+    # backend answers, in this process.
+    assert plain.repacked is repacking_works(plain.served_path, plain.settings.llm_threads)
     cold = await plain.complete(CHAT, max_tokens=48, alternatives=2)
     warm = await plain.complete(CHAT, max_tokens=48)
     assert cold.text and cold.text == warm.text  # the same answer with the project's prefix cached
@@ -118,3 +122,36 @@ async def test_repacked_weights_answer_deterministically_and_check_drafts_in_bat
     # bits, so the text is not compared): they run, and some drafts are accepted.
     checked = await drafted.complete(CHAT, max_tokens=48)
     assert checked.text and checked.timings["drafted_tokens"] > 0 and checked.timings["accepted_tokens"] > 0
+
+
+def test_a_file_this_cpu_cannot_serve_repacked_is_found_out_in_a_child_and_remembered(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF but not really" * 100)
+    repacking_works.cache_clear()
+    assert repacking_works(broken, 2) is False  # the child failed; this process goes on
+    assert [p.name for p in tmp_path.glob("broken.gguf.repack-*")] == [
+        f"broken.gguf.repack-{cpu_tag()}.fails"
+    ]
+    # A verdict is per file and CPU, and read back rather than tried again.
+    (tmp_path / f"broken.gguf.repack-{cpu_tag()}.fails").rename(
+        tmp_path / f"broken.gguf.repack-{cpu_tag()}.ok"
+    )
+    repacking_works.cache_clear()
+    assert repacking_works(broken, 2) is True
+
+
+async def test_weights_this_cpu_cannot_serve_repacked_are_served_plainly(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        llm_model=SMOLLM2.name,
+        llm_cpu_weights="q4_0",
+        llm_context_tokens=1024,
+        log_json=False,
+    )
+    backend = GGUFLLM(settings)
+    # As if the child had crashed on this file.
+    backend.served_path.with_name(f"{backend.served_path.name}.repack-{cpu_tag()}.fails").touch()
+    repacking_works.cache_clear()
+    assert backend.repacked is False
+    answer = await backend.complete(CHAT, max_tokens=24)
+    assert answer.text

@@ -56,6 +56,27 @@ CASES: list[tuple[str, str, str, str | None]] = [
         "SELECT name FROM customers WHERE city = 'Paris'",
         "SELECT name FROM customers WHERE city = 'New York'",
     ),
+    # A year the SQL holds at the start of a pattern or a date: the number swapped, the rest kept.
+    (
+        "how many orders did the ghent store take in 2025",
+        "how many orders did the porto store take in 2023",
+        "SELECT COUNT(*) FROM orders WHERE city = 'porto' AND order_date LIKE '2023-%'",
+        "SELECT COUNT(*) FROM orders WHERE city = 'ghent' AND order_date LIKE '2025-%'",
+    ),
+    (
+        "orders since 2024",
+        "orders since 2023",
+        "SELECT id FROM orders WHERE day >= '2023-01-01'",
+        "SELECT id FROM orders WHERE day >= '2024-01-01'",
+    ),
+    # A whole date put for a whole date; a word where the SQL's pattern has a number adapts to nothing.
+    (
+        "orders on 2024-02-03",
+        "orders on 2023-01-01",
+        "SELECT id FROM orders WHERE day = '2023-01-01'",
+        "SELECT id FROM orders WHERE day = '2024-02-03'",
+    ),
+    ("orders in june", "orders in 2023", "SELECT id FROM orders WHERE day LIKE '2023-%'", None),
     # Numbers, and quotes inside a value.
     (
         "cities with more than 250000 people",

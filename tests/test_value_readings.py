@@ -4,7 +4,6 @@ templates (``ValueIndex.entity_phrases``)."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from services.core.value_templates import shape_adaptations
 from services.core.values import ColumnValues, ValueIndex
 from services.generation.pipeline import EXAMPLE_MODEL, GenerationConfig, generate_answer
 from services.infra.llm.scripted import ScriptedLLM
+from tests.customer_databases import fresh_sqlite
 
 # 'victoria' is a region and a town; regions are referred to from towns and roads, the town from nowhere else.
 REGIONS = [
@@ -193,15 +193,12 @@ def test_the_capital_town_is_asked_as_the_capital() -> None:
 
 @pytest.fixture
 def places_db(tmp_path: Path) -> str:
-    path = tmp_path / "places.sqlite"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE region (region_name TEXT, population INTEGER, capital TEXT)")
-        db.execute("CREATE TABLE town (town_name TEXT, region_name TEXT, population INTEGER)")
-        db.execute("CREATE TABLE road (road_name TEXT, region_name TEXT)")
-        db.executemany("INSERT INTO region VALUES (?, ?, ?)", REGIONS)
-        db.executemany("INSERT INTO town VALUES (?, ?, ?)", TOWNS)
-        db.executemany("INSERT INTO road VALUES (?, ?)", ROADS)
-    return f"sqlite:///{path}"
+    ddl = [
+        "CREATE TABLE region (region_name TEXT, population INTEGER, capital TEXT)",
+        "CREATE TABLE town (town_name TEXT, region_name TEXT, population INTEGER)",
+        "CREATE TABLE road (road_name TEXT, region_name TEXT)",
+    ]
+    return fresh_sqlite(tmp_path / "places.sqlite", ddl, {"region": REGIONS, "town": TOWNS, "road": ROADS})
 
 
 def _context(*examples: Example) -> list[ContextExample]:

@@ -26,6 +26,9 @@ from services.core.schema import SQLGLOT_DIALECT
 
 _WORD = re.compile(r"\d+(?:[.,:/-]\d+)*|[^\W_]+(?:['’][^\W_]+)?")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+#: A string literal that opens with a number and goes on as a date or a pattern ('2023-%', '2023-01-01'): the
+#: number is a value the question may name ("orders in 2023"), the rest is the query's.
+_LEADING_NUMBER = re.compile(r"(\d+)[-/%]")
 # Words that differ between two phrasings of one question without changing what is asked.
 _VARIANTS = ("what which", "is are was were", "do does did", "live lives lived", "a an the")
 _CLASS = {word: group for group in _VARIANTS for word in group.split()}
@@ -90,6 +93,12 @@ def _literals(sql: str, dialect: str) -> tuple[_Literal, ...] | None:
         raw = sql[token.start : token.end + 1]
         if token.token_type == TokenType.STRING and raw[:1] in ("'", '"') and raw[-1:] == raw[:1]:
             found.append(_Literal(token.start, token.end + 1, token.text, raw[0]))
+            leading = _LEADING_NUMBER.match(raw, 1)
+            if leading:
+                # Only the digits, written back as they are: a number put for a number keeps the literal whole.
+                found.append(
+                    _Literal(leading.start(1) + token.start, leading.end(1) + token.start, leading[1], "")
+                )
         elif token.token_type == TokenType.NUMBER and _NUMBER.fullmatch(raw):
             found.append(_Literal(token.start, token.end + 1, raw, ""))
     return tuple(found)
@@ -179,8 +188,8 @@ def adapt(
     cursor = 0
     for literal in literals:
         replacement = swaps.get(literal.value.lower())
-        if replacement is None:
-            continue
+        if replacement is None or literal.start < cursor:
+            continue  # not swapped, or the leading number of a literal already replaced whole
         value = _same_case(replacement[1], literal.value)
         if literal.quote:
             text = literal.quote + value.replace(literal.quote, literal.quote * 2) + literal.quote

@@ -122,7 +122,8 @@ class Settings(BaseSettings):
         "shipped",
         description="gguf: the model's weights as shipped, or requantized once (into the model cache) to a "
         "4-bit format llama.cpp repacks for its fast CPU kernels: 'q4_0' or 'iq4_nl' (see bench/README.md, "
-        "'Weights the CPU runs fastest').",
+        "'Weights the CPU runs fastest'). Where a trial in a child process finds that this CPU's llama.cpp "
+        "cannot serve them repacked (seen: a Xeon with AMX), they are served plainly.",
     )
     llm_context_tokens: int = Field(4096, ge=512, description="Context window of the local model.")
     prompt_token_budget: int = Field(

@@ -42,6 +42,7 @@ from services.infra.llm.llama_decode import (
     PrefixStates,
 )
 from services.infra.llm.model_files import ModelFileError, resolve_gguf
+from services.infra.llm.repack_probe import repacking_works
 from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,8 +187,9 @@ class GGUFLLM:
     ) -> None:
         self.settings = settings
         self._model_name = model or settings.llm_model
-        # Requantized weights are there to be repacked for the fast CPU kernels, so they load with them.
-        self._extra_buffers = extra_buffers or settings.llm_cpu_weights != "shipped"
+        # Requantized weights are there to be repacked for the fast CPU kernels, so they load with them, where
+        # this CPU's llama.cpp serves them so (repack_probe).
+        self._repack = extra_buffers or settings.llm_cpu_weights != "shipped"
         self._path: Path | None = None
         self._served: Path | None = None
         self._warned_adapter = False
@@ -233,10 +235,15 @@ class GGUFLLM:
         """Load (once per process) the model, with the adapter when it is a GGUF LoRA file."""
         return self._loaded(self._lora_path(adapter))
 
+    @property
+    def repacked(self) -> bool:
+        """Whether the weights are served repacked for the fast CPU kernels."""
+        return self._repack and repacking_works(self.served_path, self.settings.llm_threads)
+
     def _loaded(self, lora_path: str | None) -> _Loaded:
         return _load(
             self._key(lora_path),
-            self._extra_buffers,
+            self.repacked,
             self.settings.adapter_cache_size,
             self.settings.llm_prefix_cache_size,
         )
