@@ -16,7 +16,6 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from services.core.customer_db import discover_schema
 from services.core.llm.base import LLM, ChatMessage
 from services.core.prompt import build_prompt
 from services.infra.llm.gguf import GGUFLLM
+from services.infra.llm.local_server import server_command
 from services.infra.llm.model_files import resolve_gguf
 from services.infra.llm.openai_compat import OpenAICompatLLM
 from services.infra.settings import Settings
@@ -70,11 +70,10 @@ def _start_server(model: Path, threads: int, n_ctx: int) -> tuple[subprocess.Pop
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--model_alias", "served"],
+        server_command(model, port, threads=threads, n_ctx=n_ctx, alias="served"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

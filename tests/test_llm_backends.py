@@ -432,9 +432,9 @@ def test_factory_builds_each_backend(tmp_path: Path) -> None:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import socket
     import subprocess
-    import sys
     import time
 
+    from services.infra.llm.local_server import server_command
     from services.infra.llm.model_files import resolve_gguf
 
     model = resolve_gguf("smollm2-135m-instruct", tmp_path_factory.mktemp("served"))
@@ -442,11 +442,10 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "1024", "--n_threads", "2", "--model_alias", "smollm2-135m-instruct"],
+        server_command(model, port, threads=2, n_ctx=1024, alias="smollm2-135m-instruct"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

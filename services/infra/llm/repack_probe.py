@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import platform
 import subprocess
 import sys
 from functools import lru_cache
@@ -37,8 +38,6 @@ def cpu_tag() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        import platform
-
         lines = [platform.machine(), platform.processor()]
     described = sorted({line for line in lines if line.startswith(("model name", "flags", "Features"))})
     return hashlib.sha256("\n".join(described).encode()).hexdigest()[:10]

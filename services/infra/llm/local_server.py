@@ -1,0 +1,38 @@
+"""llama-cpp-python's OpenAI-compatible server (``llama_cpp.server``) for a local GGUF file, as the served-path
+test and the throughput benchmark start it.
+
+The server loads its model with llama.cpp's defaults, weight repacking included, and has no option to turn that
+off; on a CPU whose llama.cpp cannot serve the file repacked (``repack_probe``: a Xeon with AMX crashed at the
+first completion) the server is started through this module instead, which loads with plain CPU buffers as the
+product's own loader does.
+
+    python -m services.infra.llm.local_server --model M.gguf --port P ...   # llama_cpp.server's arguments
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+from services.infra.llm.gguf import _model_params_without_extra_buffers
+from services.infra.llm.repack_probe import repacking_works
+
+
+def server_command(model: Path, port: int, *, threads: int, n_ctx: int, alias: str) -> list[str]:
+    """The command that serves ``model`` on 127.0.0.1:``port`` under the name ``alias``."""
+    module = "llama_cpp.server" if repacking_works(model, threads) else "services.infra.llm.local_server"
+    return [
+        sys.executable, "-m", module, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--model_alias", alias,
+    ]  # fmt: skip
+
+
+def main() -> None:
+    # Held for the server's life: it loads its model after parsing the arguments.
+    with _model_params_without_extra_buffers():
+        runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
