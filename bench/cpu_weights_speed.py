@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         b.name: cpu_weights_file(source, b.weights, settings.model_cache_dir, args.threads) for b in builds
     }
     # A repacked load that crashes this CPU's llama.cpp (repack_probe) would end the run: such builds are left out.
-    crashing = [b.name for b in builds if b.repacked and not repacking_works(files[b.name], args.threads)]
+    crashing = [
+        b.name
+        for b in builds
+        if b.repacked and not repacking_works(files[b.name], args.threads, settings.model_cache_dir)
+    ]
     if crashing:
         print(f"left out, llama.cpp cannot serve them repacked on this CPU: {', '.join(crashing)}")
         builds = [b for b in builds if b.name not in crashing]

@@ -65,12 +65,14 @@ async def _round(
     }
 
 
-def _start_server(model: Path, threads: int, n_ctx: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(
+    model: Path, threads: int, n_ctx: int, cache_dir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        server_command(model, port, threads=threads, n_ctx=n_ctx, alias="served"),
+        server_command(model, port, threads=threads, n_ctx=n_ctx, alias="served", cache_dir=cache_dir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -103,7 +105,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for level in LEVELS:
         results["local"].append(await _round(local, prompts, level, args.max_tokens))
     process, url = _start_server(
-        resolve_gguf(args.model, settings.model_cache_dir), settings.llm_threads, 4096
+        resolve_gguf(args.model, settings.model_cache_dir),
+        settings.llm_threads,
+        4096,
+        settings.model_cache_dir,
     )
     served = OpenAICompatLLM(settings.model_copy(update={"llm_model": "served"}), base_url=f"{url}/v1")
     try:

@@ -22,7 +22,7 @@ from services.infra.llm.cpu_weights import (
 )
 from services.infra.llm.gguf import GGUFLLM
 from services.infra.llm.model_files import SMOLLM2, resolve_gguf
-from services.infra.llm.repack_probe import cpu_tag, repacking_works
+from services.infra.llm.repack_probe import repacking_works, verdict_path
 from services.infra.settings import Settings
 
 pytestmark = [pytest.mark.real_model]
@@ -113,7 +113,9 @@ async def test_repacked_weights_answer_deterministically_and_check_drafts_in_bat
     assert plain.served_path == requantized_path(plain.path, kind, plain.settings.model_cache_dir)
     # Repacked where this CPU's llama.cpp serves them so (a host with AMX was seen to crash): either way the
     # backend answers, in this process.
-    assert plain.repacked is repacking_works(plain.served_path, plain.settings.llm_threads)
+    assert plain.repacked is repacking_works(
+        plain.served_path, plain.settings.llm_threads, plain.settings.model_cache_dir
+    )
     cold = await plain.complete(CHAT, max_tokens=48, alternatives=2)
     warm = await plain.complete(CHAT, max_tokens=48)
     assert cold.text and cold.text == warm.text  # the same answer with the project's prefix cached
@@ -127,17 +129,15 @@ async def test_repacked_weights_answer_deterministically_and_check_drafts_in_bat
 def test_a_file_this_cpu_cannot_serve_repacked_is_found_out_in_a_child_and_remembered(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF but not really" * 100)
+    cache = tmp_path / "cache"
     repacking_works.cache_clear()
-    assert repacking_works(broken, 2) is False  # the child failed; this process goes on
-    assert [p.name for p in tmp_path.glob("broken.gguf.repack-*")] == [
-        f"broken.gguf.repack-{cpu_tag()}.fails"
-    ]
+    assert repacking_works(broken, 2, cache) is False  # the child failed; this process goes on
+    assert list(cache.iterdir()) == [verdict_path(broken, cache, "fails")]
+    assert list(tmp_path.glob("broken.gguf.*")) == []  # nothing written next to the model
     # A verdict is per file and CPU, and read back rather than tried again.
-    (tmp_path / f"broken.gguf.repack-{cpu_tag()}.fails").rename(
-        tmp_path / f"broken.gguf.repack-{cpu_tag()}.ok"
-    )
+    verdict_path(broken, cache, "fails").rename(verdict_path(broken, cache, "ok"))
     repacking_works.cache_clear()
-    assert repacking_works(broken, 2) is True
+    assert repacking_works(broken, 2, cache) is True
 
 
 async def test_weights_this_cpu_cannot_serve_repacked_are_served_plainly(tmp_path: Path) -> None:
@@ -150,7 +150,8 @@ async def test_weights_this_cpu_cannot_serve_repacked_are_served_plainly(tmp_pat
     )
     backend = GGUFLLM(settings)
     # As if the child had crashed on this file.
-    backend.served_path.with_name(f"{backend.served_path.name}.repack-{cpu_tag()}.fails").touch()
+    settings.model_cache_dir.mkdir(parents=True, exist_ok=True)
+    verdict_path(backend.served_path, settings.model_cache_dir, "fails").touch()
     repacking_works.cache_clear()
     assert backend.repacked is False
     answer = await backend.complete(CHAT, max_tokens=24)

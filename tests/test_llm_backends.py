@@ -437,12 +437,15 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from services.infra.llm.local_server import server_command
     from services.infra.llm.model_files import resolve_gguf
 
-    model = resolve_gguf("smollm2-135m-instruct", tmp_path_factory.mktemp("served"))
+    served_dir = tmp_path_factory.mktemp("served")
+    model = resolve_gguf("smollm2-135m-instruct", served_dir)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        server_command(model, port, threads=2, n_ctx=1024, alias="smollm2-135m-instruct"),
+        server_command(
+            model, port, threads=2, n_ctx=1024, alias="smollm2-135m-instruct", cache_dir=served_dir
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

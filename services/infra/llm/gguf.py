@@ -238,7 +238,9 @@ class GGUFLLM:
     @property
     def repacked(self) -> bool:
         """Whether the weights are served repacked for the fast CPU kernels."""
-        return self._repack and repacking_works(self.served_path, self.settings.llm_threads)
+        return self._repack and repacking_works(
+            self.served_path, self.settings.llm_threads, self.settings.model_cache_dir
+        )
 
     def _loaded(self, lora_path: str | None) -> _Loaded:
         return _load(

@@ -19,9 +19,13 @@ from services.infra.llm.gguf import _model_params_without_extra_buffers
 from services.infra.llm.repack_probe import repacking_works
 
 
-def server_command(model: Path, port: int, *, threads: int, n_ctx: int, alias: str) -> list[str]:
-    """The command that serves ``model`` on 127.0.0.1:``port`` under the name ``alias``."""
-    module = "llama_cpp.server" if repacking_works(model, threads) else "services.infra.llm.local_server"
+def server_command(
+    model: Path, port: int, *, threads: int, n_ctx: int, alias: str, cache_dir: Path
+) -> list[str]:
+    """The command that serves ``model`` on 127.0.0.1:``port`` under the name ``alias`` (``cache_dir`` keeps the
+    repacking trial's verdict)."""
+    repacks = repacking_works(model, threads, cache_dir)
+    module = "llama_cpp.server" if repacks else "services.infra.llm.local_server"
     return [
         sys.executable, "-m", module, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--model_alias", alias,

@@ -4,7 +4,7 @@ Repacking ("extra buffer types") picks a kernel family by what the CPU reports: 
 Q4_0 weights for AMX tiles, and on such a virtual machine the first evaluation was seen to end the process with a
 segmentation fault (llama-cpp-python 0.3.36, Xeon with amx_int8). A crash there would take the generation
 consumer down with every question in flight, so the first load of a file repacked is tried in a child process,
-and the answer is kept next to the file, per CPU: a file the CPU cannot serve repacked is served plainly.
+and the answer is kept in the model cache, per file and CPU: a file the CPU cannot serve repacked is served plainly.
 """
 
 from __future__ import annotations
@@ -43,15 +43,19 @@ def cpu_tag() -> str:
     return hashlib.sha256("\n".join(described).encode()).hexdigest()[:10]
 
 
-def _verdict_path(path: Path, verdict: str) -> Path:
-    return path.with_name(f"{path.name}.repack-{cpu_tag()}.{verdict}")
+def verdict_path(path: Path, cache_dir: Path, verdict: str) -> Path:
+    """Where the ``verdict`` ("ok" or "fails") on ``path`` for this CPU is kept: in ``cache_dir``, named by the
+    file's name and location (a model shipped in a package is not written next to)."""
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    return cache_dir / f"{path.name}.{where}.repack-{cpu_tag()}.{verdict}"
 
 
 @lru_cache(maxsize=16)
-def repacking_works(path: Path, threads: int) -> bool:
-    """Whether ``path`` loads and evaluates repacked on this CPU (tried once per file and CPU)."""
+def repacking_works(path: Path, threads: int, cache_dir: Path) -> bool:
+    """Whether ``path`` loads and evaluates repacked on this CPU (tried once per file and CPU, the verdict kept
+    in ``cache_dir``)."""
     for verdict, works in (("ok", True), ("fails", False)):
-        if _verdict_path(path, verdict).exists():
+        if verdict_path(path, cache_dir, verdict).exists():
             return works
     try:
         child = subprocess.run(
@@ -71,10 +75,11 @@ def repacking_works(path: Path, threads: int) -> bool:
             extra={"path": str(path), "outcome": outcome},
         )
     try:
-        _verdict_path(path, "ok" if works else "fails").touch()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        verdict_path(path, cache_dir, "ok" if works else "fails").touch()
     except OSError:
-        pass  # a read-only model cache: the child runs again next process
+        pass  # a read-only cache: the child runs again next process
     return works
 
 
-__all__ = ["cpu_tag", "repacking_works"]
+__all__ = ["cpu_tag", "repacking_works", "verdict_path"]
