@@ -14,13 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -29,7 +26,7 @@ from services.core.customer_db import discover_schema
 from services.core.llm.base import LLM, ChatMessage
 from services.core.prompt import build_prompt
 from services.infra.llm.gguf import GGUFLLM
-from services.infra.llm.local_server import server_command
+from services.infra.llm.local_server import serving
 from services.infra.llm.model_files import resolve_gguf
 from services.infra.llm.openai_compat import OpenAICompatLLM
 from services.infra.settings import Settings
@@ -65,29 +62,6 @@ async def _round(
     }
 
 
-def _start_server(
-    model: Path, threads: int, n_ctx: int, cache_dir: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        server_command(model, port, threads=threads, n_ctx=n_ctx, alias="served", cache_dir=cache_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.terminate()
-    raise RuntimeError("llama_cpp.server did not start")
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings(llm_model=args.model, data_dir=Path(args.data_dir))
     project = discover_projects(Path(args.data))[0]
@@ -104,21 +78,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await local.complete(prompts[0], max_tokens=args.max_tokens)  # load the model and its prefix once
     for level in LEVELS:
         results["local"].append(await _round(local, prompts, level, args.max_tokens))
-    process, url = _start_server(
+    with serving(
         resolve_gguf(args.model, settings.model_cache_dir),
-        settings.llm_threads,
-        4096,
-        settings.model_cache_dir,
-    )
-    served = OpenAICompatLLM(settings.model_copy(update={"llm_model": "served"}), base_url=f"{url}/v1")
-    try:
-        await served.complete(prompts[0], max_tokens=args.max_tokens)
-        for level in LEVELS:
-            results["served"].append(await _round(served, prompts, level, args.max_tokens))
-    finally:
-        await served.close()
-        process.terminate()
-        process.wait(timeout=30)
+        threads=settings.llm_threads,
+        n_ctx=4096,
+        alias="served",
+        cache_dir=settings.model_cache_dir,
+        start_timeout_s=300,
+    ) as url:
+        served = OpenAICompatLLM(settings.model_copy(update={"llm_model": "served"}), base_url=f"{url}/v1")
+        try:
+            await served.complete(prompts[0], max_tokens=args.max_tokens)
+            for level in LEVELS:
+                results["served"].append(await _round(served, prompts, level, args.max_tokens))
+        finally:
+            await served.close()
     return results
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from services.core.llm.base import AdapterRef, ChatMessage, ModelUnavailable
@@ -430,40 +429,13 @@ def test_factory_builds_each_backend(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import socket
-    import subprocess
-    import time
-
-    from services.infra.llm.local_server import server_command
+    from services.infra.llm.local_server import serving
     from services.infra.llm.model_files import resolve_gguf
 
     served_dir = tmp_path_factory.mktemp("served")
     model = resolve_gguf("smollm2-135m-instruct", served_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        server_command(
-            model, port, threads=2, n_ctx=1024, alias="smollm2-135m-instruct", cache_dir=served_dir
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError("llama_cpp.server did not start")
+    with serving(model, threads=2, n_ctx=1024, alias="smollm2-135m-instruct", cache_dir=served_dir) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.mark.real_model

@@ -26,6 +26,7 @@ from services.core.examples.parts import shape
 from services.core.schema import SchemaInfo
 from services.core.sql.dialects import glot_dialect
 from services.core.values import ValueIndex, ValueMatch, column_literals, normalize
+from services.core.words import has_number
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,7 @@ def _same_ask(question: str, example: str, question_values: list[str], example_v
     else; so does a word said twice where the other says it once ("states that border states that border X"
     against "states that border X")."""
     mine, theirs = _content(question, question_values), _content(example, example_values)
-    differing = (mine - theirs) + (theirs - mine)
-    if any(ch.isdigit() for word in differing for ch in word):
+    if has_number((mine - theirs) + (theirs - mine)):
         # A number is a value, never another wording: "the porto store in 2023" is not "... in 2025" (a year
         # the SQL may hold in a pattern, '2023-%', that no value swap reaches).
         return False

@@ -173,22 +173,7 @@ class ValueIndex:
         out = []
         for found in self.matches(question):
             match = self._entity_reading(found) or found
-            words = normalize(match.phrase).split()
-            reading = None
-            for start in range(len(sequence) - len(words) + 1):
-                if sequence[start : start + len(words)] != words:
-                    continue
-                before, after = (
-                    sequence[start - 1 : start] if start else [],
-                    sequence[start + len(words) :][:1],
-                )
-                for noun, phrase in [(w, [*words, w]) for w in after] + [(w, [w, *words]) for w in before]:
-                    named = [c for c in match.columns if _is_thing_name(noun, c)]
-                    if len(named) == 1:
-                        reading = ValueMatch(" ".join(phrase), match.value, (named[0],), match.score)
-                        break
-                break
-            out.append(reading or found)
+            out.append(_with_table_word(match, sequence) or found)
         return out
 
     def without_appositions(self, question: str) -> str:
@@ -264,14 +249,21 @@ def _table_words(table: str) -> set[str]:
     return words | {w + "s" for w in words} | {w[:-1] for w in words if w.endswith("s")}
 
 
-def _neighbours(sequence: Sequence[str], phrase: str) -> set[str]:
-    """The words right before and right after the first place ``phrase`` occurs in ``sequence``."""
+def _around(sequence: Sequence[str], phrase: str) -> tuple[list[str], list[str]]:
+    """The word right before and the word right after (each a list of at most one) the first place ``phrase``
+    occurs in ``sequence``; two empty lists where it does not occur."""
     part = phrase.split()
     for start in range(len(sequence) - len(part) + 1):
         if list(sequence[start : start + len(part)]) == part:
             end = start + len(part)
-            return set(sequence[max(0, start - 1) : start]) | set(sequence[end : end + 1])
-    return set()
+            return list(sequence[max(0, start - 1) : start]), list(sequence[end : end + 1])
+    return [], []
+
+
+def _neighbours(sequence: Sequence[str], phrase: str) -> set[str]:
+    """The words right before and right after the first place ``phrase`` occurs in ``sequence``."""
+    before, after = _around(sequence, phrase)
+    return {*before, *after}
 
 
 def _names_table(word: str, table: str) -> bool:
@@ -297,6 +289,18 @@ def _is_name_column(column: str) -> bool:
 def _is_thing_name(word: str, column: str) -> bool:
     """Whether ``column`` ("table.column") is the name column of a table ``word`` names."""
     return _names_table(word, column.split(".", 1)[0]) and _is_name_column(column)
+
+
+def _with_table_word(match: ValueMatch, sequence: Sequence[str]) -> ValueMatch | None:
+    """``match`` with the word after (else before) it in ``sequence`` taken into its phrase, where that word
+    names a table and exactly one of the match's columns is that table's name column; None where neither does."""
+    phrase = normalize(match.phrase)
+    before, after = _around(sequence, phrase)
+    for noun, extended in [(w, f"{phrase} {w}") for w in after] + [(w, f"{w} {phrase}") for w in before]:
+        named = [column for column in match.columns if _is_thing_name(noun, column)]
+        if len(named) == 1:
+            return ValueMatch(extended, match.value, (named[0],), match.score)
+    return None
 
 
 def _entity_columns(match: ValueMatch, sequence: Sequence[str]) -> list[str]:

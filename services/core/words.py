@@ -1,6 +1,8 @@
-"""Word forms shared by the prompt's table relevance and its column hints."""
+"""Word forms shared by the prompt's table relevance, its column hints and the templates' wording checks."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 def singular(word: str) -> str:
@@ -13,4 +15,9 @@ def singular(word: str) -> str:
     return word
 
 
-__all__ = ["singular"]
+def has_number(words: Iterable[str]) -> bool:
+    """Whether any of ``words`` holds a digit: a number in a question is a value ("in 2023"), never a wording."""
+    return any(ch.isdigit() for word in words for ch in word)
+
+
+__all__ = ["has_number", "singular"]

@@ -30,6 +30,7 @@ from services.core.examples.masking import sql_values
 from services.core.examples.parts import shape
 from services.core.examples.store import usable_pairs
 from services.core.sql.dialects import glot_dialect
+from services.core.words import has_number
 
 Shape = tuple[str, ...]
 Wording = tuple[Shape, Shape]
@@ -52,7 +53,7 @@ def _difference(a: Shape, b: Shape) -> Wording:
 def _not_wording(words: Shape) -> bool:
     """A place holding a value or a number: what differs there is what is asked about, not how it is said
     ("in 2023" against "in 2025")."""
-    return _VALUE in words or any(ch.isdigit() for word in words for ch in word)
+    return _VALUE in words or has_number(words)
 
 
 def _key(a: Shape, b: Shape) -> Wording | None:
