@@ -219,6 +219,7 @@ async def test_scripted_lora_adapter_is_trained_cached_and_routed(tmp_path: Path
         shape_templates=False,
         entity_templates=False,
         prominent_readings=False,
+        example_aliases="as_written",
         retrieval_parts=0,
         composed_answers=False,
         decomposed_answers=False,

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -122,6 +122,23 @@ async def test_openai_request_shape_and_usage(fake_server: FakeModelServer) -> N
     assert request.body["temperature"] == 0 and request.body["max_tokens"] == 64
     assert request.body["stop"] == ["\n```"]  # decoding ends with the SQL block
     assert request.body["messages"] == [dict(m) for m in MESSAGES]
+
+
+async def test_openai_sends_role_and_content_only(fake_server: FakeModelServer) -> None:
+    """A repair round marks the model's own earlier reply for backends that reuse prompts; a server never
+    sees the mark."""
+    fake_server.replies.append((200, openai_reply("```sql\nSELECT 1\n```")))
+    llm = OpenAICompatLLM(settings(), base_url=fake_server.url + "/v1", backoff_s=0.01)
+    repair = [
+        *MESSAGES,
+        ChatMessage(role="assistant", content="```sql\nSELECT 2\n```", reply=True),
+        ChatMessage(role="user", content="That query is wrong."),
+    ]
+    await llm.complete(repair, max_tokens=16)
+    await llm.close()
+    [request] = fake_server.requests
+    assert request.body["messages"][-2] == {"role": "assistant", "content": "```sql\nSELECT 2\n```"}
+    assert all(set(m) == {"role", "content"} for m in request.body["messages"])
 
 
 async def test_openai_without_key_sends_no_authorization(fake_server: FakeModelServer) -> None:
@@ -269,20 +286,38 @@ def _sql_prompt(question: str, extra_column: bool = False) -> list[ChatMessage]:
     columns = [Column("id", "INTEGER", primary_key=True), Column("name", "TEXT", samples=["ann", "bo"])]
     if extra_column:
         columns.append(Column("country", "TEXT", samples=["fr", "jp"]))
+    from events import ContextExample
+
     schema = SchemaInfo("sqlite", [Table("users", columns)])
-    return build_prompt(question, schema, budget_tokens=900).messages
+    # An example shown as a turn of its own: with llm_prompt_batches=turns its answer starts a batch.
+    example = ContextExample(
+        example_id="e1",
+        source="project",
+        score=0.9,
+        question="users named bo",
+        sql="SELECT id FROM users AS U0",
+    )
+    return build_prompt(question, schema, examples=[example], budget_tokens=900).messages
 
 
 @pytest.mark.real_model
-async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batches", ["turns", "prompts"])
+async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one(
+    tmp_path: Path, batches: Literal["turns", "prompts"]
+) -> None:
     """A project's system prompt is evaluated once and reused; answers do not depend on whether it was
-    (prefix still in the model, restored from a saved state, or evaluated afresh)."""
+    (prefix still in the model, restored from a saved state, or evaluated afresh), however the rest of the
+    prompt is cut into batches."""
     from services.infra.llm.gguf import unload_all
 
     def fresh() -> GGUFLLM:
         unload_all()  # a cold model: nothing evaluated, nothing saved
         settings = Settings(
-            llm_model="smollm2-135m-instruct", llm_context_tokens=1024, llm_threads=2, data_dir=tmp_path
+            llm_model="smollm2-135m-instruct",
+            llm_context_tokens=1024,
+            llm_threads=2,
+            data_dir=tmp_path,
+            llm_prompt_batches=batches,
         )
         return GGUFLLM(settings)
 
@@ -297,11 +332,13 @@ async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one
     again = await llm.complete(_sql_prompt(second), max_tokens=32)  # its prefix restored from a saved state
     assert a.text == cold[first].text and b.text == cold[second].text and again.text == b.text
     assert b.timings["prompt_tokens_reused"] > 0 and again.timings["prompt_tokens_reused"] > 0
-    assert b.timings["prompt_tokens_reused"] == again.timings["prompt_tokens_reused"]
+    # ``again`` restores the saved prefix; ``b`` found it in the model, with the shared example's turn too when
+    # that is a batch of its own (turns).
+    assert b.timings["prompt_tokens_reused"] >= again.timings["prompt_tokens_reused"]
     # A repair round's prompt is the first prompt and more: it reuses all of it, and answers as when cold.
     repair = [
         *_sql_prompt(second),
-        ChatMessage(role="assistant", content=again.text),
+        ChatMessage(role="assistant", content=again.text, reply=True),
         ChatMessage(role="user", content="That query is wrong: it returned no rows. Write it again."),
     ]
     warm_repair = await llm.complete(repair, max_tokens=32)
@@ -457,3 +494,45 @@ async def test_openai_backend_against_a_real_llama_cpp_server(llama_server: str,
     assert all(r.text.strip() for r in results)
     assert all(r.prompt_tokens > 20 and 0 < r.completion_tokens <= 32 for r in results)
     assert all(r.model == "smollm2-135m-instruct" for r in results)
+
+
+@pytest.mark.real_model
+def test_gguf_prompt_batches_end_at_every_answer_or_only_at_earlier_prompts(smollm: GGUFLLM) -> None:
+    """``turns``: a batch ends at the prefix and at each answer of the chat (the example's too); ``prompts``:
+    at the prefix and where the question's own earlier prompt ended (the start of the model's reply)."""
+    from services.infra.settings import Settings
+
+    first = _sql_prompt("How many users are there?")
+    repair = [
+        *first,
+        ChatMessage(role="assistant", content="```sql\nSELECT 1\n```", reply=True),
+        ChatMessage(role="user", content="That query is wrong. Write it again."),
+    ]
+    loaded = smollm._loaded(None)
+    by_batches = {}
+    for batches in ("turns", "prompts"):
+        llm = GGUFLLM(smollm.settings.model_copy(update={"llm_prompt_batches": batches}))
+        assert isinstance(llm.settings, Settings)
+        by_batches[batches] = (llm.prompt_tokens(loaded, first), llm.prompt_tokens(loaded, repair))
+    (turn_tokens, turn_cuts), (turn_repair_tokens, turn_repair_cuts) = by_batches["turns"]
+    (tokens, cuts), (repair_tokens, repair_cuts) = by_batches["prompts"]
+    assert tokens == turn_tokens and repair_tokens == turn_repair_tokens  # the same text either way
+    assert len(turn_cuts) == 2 and len(cuts) == 1 and cuts[0] == turn_cuts[0]  # prefix; the example's answer
+    assert repair_cuts == [cuts[0], len(tokens)]  # the first prompt is a batch boundary of the repair round
+    assert turn_repair_cuts == [*turn_cuts, len(tokens)]
+
+
+@pytest.mark.real_model
+async def test_gguf_forget_answers_keeps_only_the_prefix(smollm: GGUFLLM) -> None:
+    """After ``forget_answers`` the same prompt is evaluated again past the project's prefix (a benchmark's
+    next build meets the question as new), and answers the same."""
+    from services.infra.llm.gguf import forget_answers
+
+    prompt = _sql_prompt("List the names of users called ann.")
+    first = await smollm.complete(prompt, max_tokens=24)
+    cached = await smollm.complete(prompt, max_tokens=24)
+    forget_answers()
+    forgotten = await smollm.complete(prompt, max_tokens=24)
+    assert cached.timings["prompt_tokens_reused"] == cached.prompt_tokens
+    assert 0 < forgotten.timings["prompt_tokens_reused"] < forgotten.prompt_tokens
+    assert first.text == cached.text == forgotten.text

@@ -321,7 +321,12 @@ def test_repair_messages_append_previous_sql_and_error() -> None:
     repair = build_repair_messages(prompt, "SELECT bogus FROM orders;", "unknown column orders.bogus")
     assert repair[: len(original)] == original
     assert [dict(m) for m in prompt.messages] == original  # the prompt is not modified
-    assert repair[-2] == {"role": "assistant", "content": "```sql\nSELECT bogus FROM orders\n```"}
+    # Marked as the model's own reply: the chat before it was a prompt, which the gguf backend reuses.
+    assert repair[-2] == {
+        "role": "assistant",
+        "content": "```sql\nSELECT bogus FROM orders\n```",
+        "reply": True,
+    }
     assert repair[-1]["role"] == "user"
     assert "unknown column orders.bogus" in repair[-1]["content"] and "```sql" in repair[-1]["content"]
 

@@ -52,6 +52,7 @@ from services.generation.pipeline import generate_answer
 from services.generation.serving import ModelRouter
 from services.infra.db import create_pool, migrate
 from services.infra.embedded import EmbeddedPostgres
+from services.infra.llm.gguf import forget_answers
 from services.infra.settings import Settings, get_settings
 from services.query.register import register_project
 from services.training.dataset import load_dataset
@@ -415,8 +416,8 @@ class AccuracyBench:
         label: str,
     ) -> list[tuple[list[Outcome], float]]:
         """Every question answered by each strategy in turn, the first one rotating from question to question:
-        this host's speed drifts within a run, and interleaving spreads the drift (and whichever answer finds
-        the model's cache warm) evenly over the strategies compared. Seconds are each strategy's own."""
+        this host's speed drifts within a run, and interleaving spreads the drift evenly over the strategies
+        compared. Seconds are each strategy's own."""
         task = None
         if self._progress is not None:
             task = self._progress.add_task(label, total=len(state.test))
@@ -426,6 +427,9 @@ class AccuracyBench:
             for turn in range(len(runs)):
                 j = (i + turn) % len(runs)
                 strategy, adapter, _ = runs[j]
+                # Each build meets the question as a new one: the one before it must not have evaluated
+                # its prompt for it (two builds often write the same prompt).
+                forget_answers()
                 started = time.perf_counter()
                 outcomes[j].append(await self._answer(state, strategy, item, adapter))
                 seconds[j] += time.perf_counter() - started

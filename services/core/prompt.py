@@ -27,7 +27,7 @@ from events import ContextExample, Turn
 from services.core.column_hints import column_hints
 from services.core.llm.base import ChatMessage, estimate_tokens
 from services.core.schema import Column, SchemaInfo, Table, derived
-from services.core.sql.aliases import drop_table_aliases
+from services.core.sql.aliases import AliasStyle, drop_table_aliases, renumber_table_aliases
 from services.core.words import singular as _stem
 
 DIALECT_NAMES: dict[str, str] = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MySQL"}
@@ -74,6 +74,9 @@ class PromptOptions:
     #: Project examples' SQL shown without the table aliases it does not need (``services.core.sql.aliases``):
     #: fewer tokens to read and, since the model copies the style, to write (``QUERYLIFT_PLAIN_EXAMPLE_SQL``).
     plain_example_sql: bool = False
+    #: Project examples' table aliases renamed short (``CITYalias0`` -> ``CITY0``; ``services.core.sql.aliases``),
+    #: the query's shape kept: fewer tokens to read and to write (``QUERYLIFT_EXAMPLE_ALIASES``); None: as written.
+    example_aliases: AliasStyle | None = None
     #: Column hints also for a name several tables share, by the one table the question names (``column_hints``'
     #: ``named_table``, QUERYLIFT_COLUMN_HINTS_NAMED_TABLE).
     column_hints_named_table: bool = False
@@ -367,15 +370,26 @@ def _with_values(question: str, hints: list[str], columns: list[str] | None = No
     return out
 
 
-def _example_turns(examples: list[ContextExample], plain_dialect: str | None = None) -> list[ChatMessage]:
+def _example_turns(examples: list[ContextExample], dialect: str, options: PromptOptions) -> list[ChatMessage]:
     # Chat turns rather than inline text: a small model then answers the question exactly as the example
     # answers look (one sql block) instead of continuing a "Question: ... SQL: ..." list. Best last.
     turns: list[ChatMessage] = []
     for e in reversed(examples):
-        sql = plain_example_sql(e.sql, plain_dialect) if plain_dialect else e.sql
+        if options.plain_example_sql:
+            sql = plain_example_sql(e.sql, dialect)
+        elif options.example_aliases is not None:
+            sql = short_alias_sql(e.sql, dialect, options.example_aliases)
+        else:
+            sql = e.sql
         turns.append(ChatMessage(role="user", content=e.question.strip()))
         turns.append(ChatMessage(role="assistant", content=sql_block(sql)))
     return turns
+
+
+@lru_cache(maxsize=4096)
+def short_alias_sql(sql: str, dialect: str, style: AliasStyle) -> str:
+    """An example's SQL as the prompt shows it with ``example_aliases``: its table aliases renamed short."""
+    return renumber_table_aliases(sql, dialect, style)
 
 
 @lru_cache(maxsize=4096)
@@ -504,7 +518,7 @@ def build_prompt(
             messages.append(ChatMessage(role="user", content=_render_fewshot(state.fewshot)))
             parts.append("fewshot")
         if state.examples:
-            messages += _example_turns(state.examples, dialect if options.plain_example_sql else None)
+            messages += _example_turns(state.examples, dialect, options)
             parts.append("examples")
         history_turns = _history_turns([t for _, t in state.history])
         if history_turns:
@@ -608,10 +622,10 @@ def build_repair_messages(prompt: Prompt, sql: str, error: str) -> list[ChatMess
         error_text = error_text[:597] + "..."
     messages = list(prompt.messages)
     if sql.strip():
-        messages.append(ChatMessage(role="assistant", content=sql_block(sql)))
+        messages.append(ChatMessage(role="assistant", content=sql_block(sql), reply=True))
         problem = f"That query is wrong: {error_text}"
     else:
-        messages.append(ChatMessage(role="assistant", content="(no SQL query)"))
+        messages.append(ChatMessage(role="assistant", content="(no SQL query)", reply=True))
         problem = f"That answer contained no usable SQL query: {error_text}"
     messages.append(
         ChatMessage(

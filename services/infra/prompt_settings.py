@@ -12,6 +12,7 @@ def prompt_options(settings: Settings) -> PromptOptions:
         value_hints=settings.value_hints,
         column_hints=settings.column_hints,
         plain_example_sql=settings.plain_example_sql,
+        example_aliases=None if settings.example_aliases == "as_written" else settings.example_aliases,
         entity_value_hints=settings.entity_value_hints,
         column_hints_named_table=settings.column_hints_named_table,
     )

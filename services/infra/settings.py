@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         True,
         description="gguf: evaluate a project's fixed prompt prefix once and reuse it (off: every prompt whole).",
     )
+    llm_prompt_batches: Literal["turns", "prompts"] = Field(
+        "prompts",
+        description="gguf: where a prompt's evaluation is cut into batches besides the end of the project's prefix: "
+        "at the start of every answer in the chat (turns: examples' answers too), or only where an earlier prompt "
+        "of the same question ended (prompts: a repair round's first prompt; fewer, larger batches, which a CPU "
+        "evaluates faster).",
+    )
     llm_lookup_tokens: int = Field(
         0,
         ge=0,
@@ -251,6 +258,13 @@ class Settings(BaseSettings):
         description="Show the project's examples in the prompt without the table aliases their SQL does not need "
         "(FROM CITY AS CITYalias0 becomes FROM CITY): fewer prompt tokens, and a shorter answer, since the model "
         "copies the examples' style.",
+    )
+    example_aliases: Literal["as_written", "table_number", "initial_number"] = Field(
+        "table_number",
+        description="How the project's examples in the prompt name their table aliases: as written, or renamed "
+        "short with the query's shape kept (table_number: FROM CITY AS CITYalias0 becomes FROM CITY AS CITY0; "
+        "initial_number: FROM CITY AS C0): fewer prompt tokens and a shorter answer, since the model copies the "
+        "examples' style. plain_example_sql, when on, goes first.",
     )
     value_templates: bool = Field(
         True,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, TypedDict
+from typing import NotRequired, Protocol, TypedDict
 
 
 class ChatMessage(TypedDict):
     role: str  # system, user, assistant
     content: str
+    #: The model's own earlier reply to this chat's question (a repair round): the chat before it was a prompt
+    #: of its own, which a backend that keeps evaluated prompts can reuse. Never sent to a server.
+    reply: NotRequired[bool]
+
+
+def wire_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """The messages as a chat API takes them: role and content only."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 @dataclass(frozen=True)

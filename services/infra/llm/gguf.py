@@ -2,8 +2,9 @@
 
 One model instance per (file, context, threads, LoRA) per process, shared by every GGUFLLM that asks for it:
 loading is the slow part, and several backends in one process must not hold several copies. llama.cpp is not
-re-entrant, so each loaded model has a lock and completions run in a worker thread, one at a time (the time a
-completion waits for the lock is reported as its queue time). Prompts are evaluated and answers decoded by
+re-entrant, so each loaded model has a lock, and completions run one at a time on the process's compute thread
+(``services.core.compute_thread``: one thread for all OpenMP work, which keeps llama.cpp's workers spinning
+between operations; the time a completion waits for it is reported as its queue time). Prompts are evaluated and answers decoded by
 ``llama_decode``: a project's prompt prefix once, prompt-lookup drafts, a stop at the end of the SQL block.
 
 A project's adapter is served here when it is a GGUF LoRA: a ``.gguf`` file, or a trained adapter folder
@@ -12,7 +13,6 @@ holding ``adapter.gguf`` converted for this very base model (see services.traini
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import json
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.core import compute_thread
 from services.core.llm.base import (
     GGUF_LORA_FILE,
     AdapterMismatch,
@@ -232,8 +233,9 @@ class GGUFLLM:
         )
 
     def load(self, adapter: AdapterRef | None = None) -> _Loaded:
-        """Load (once per process) the model, with the adapter when it is a GGUF LoRA file."""
-        return self._loaded(self._lora_path(adapter))
+        """Load (once per process) the model, with the adapter when it is a GGUF LoRA file; on the compute
+        thread, where everything that may start llama.cpp's OpenMP workers runs."""
+        return compute_thread.run_blocking(self._loaded, self._lora_path(adapter))
 
     @property
     def repacked(self) -> bool:
@@ -304,7 +306,8 @@ class GGUFLLM:
 
     def prompt_tokens(self, loaded: _Loaded, messages: list[ChatMessage]) -> tuple[list[int], list[int]]:
         """The chat's tokens and where its segments end: after the system message (a project's fixed
-        prefix) and at the start of every answer in it. Every prompt of a chat that grew by turns (a repair
+        prefix) and at the start of every answer in it (``llm_prompt_batches=turns``) or of the model's own
+        earlier replies only (``prompts``). Every prompt of a chat that grew by turns (a repair
         round: the first prompt, the answer, what was wrong) then shares the first prompt's segments, so it
         reuses them, and is evaluated in the same batches as when nothing is cached. A boundary is kept only
         where the chat's text and tokens agree that it is one."""
@@ -317,8 +320,11 @@ class GGUFLLM:
         heads: list[str] = []
         if chat and chat[0]["role"] == "system" and len(chat) > 1:
             heads.append(loaded.prefix_chat(messages=chat[:1]).prompt)
+        every_turn = self.settings.llm_prompt_batches == "turns"
         heads += [
-            loaded.chat(messages=chat[:i]).prompt for i, m in enumerate(chat) if m["role"] == "assistant"
+            loaded.chat(messages=chat[:i]).prompt
+            for i, m in enumerate(chat)
+            if m["role"] == "assistant" and (every_turn or m.get("reply", False))
         ]
         boundaries = []
         for head in heads:
@@ -335,11 +341,13 @@ class GGUFLLM:
         lora_path: str | None,
         alternatives: int,
         first_alternative: int,
+        submitted: float,
     ) -> tuple[DecodeReport, float]:
+        waited = time.perf_counter() - submitted  # behind other completions on the compute thread
         loaded = self._loaded(lora_path)
         waiting = time.perf_counter()
         with loaded.lock:
-            queued = time.perf_counter() - waiting
+            queued = waited + time.perf_counter() - waiting
             tokens, boundaries = self.prompt_tokens(loaded, messages)
             try:
                 logits, report = loaded.decoder.evaluate(tokens, boundaries)
@@ -377,8 +385,8 @@ class GGUFLLM:
     ) -> Completion:
         lora_path = self._lora_path(adapter)
         started = time.perf_counter()
-        report, queued = await asyncio.to_thread(
-            self._complete_sync, messages, max_tokens, lora_path, alternatives, first_alternative
+        report, queued = await compute_thread.run(
+            self._complete_sync, messages, max_tokens, lora_path, alternatives, first_alternative, started
         )
         answers = list(report.answers)
         best = answers.pop(0) if first_alternative == 0 else Decoded(text="", tokens=0)
@@ -413,6 +421,14 @@ class GGUFLLM:
         return None
 
 
+def forget_answers() -> None:
+    """Every loaded model's cache cut back to its project prefix (``LlamaDecoder.forget``)."""
+    with _load_lock:
+        for loaded in _models.values():
+            with loaded.lock:
+                loaded.decoder.forget()
+
+
 def unload_all() -> None:
     """Drop every loaded model (tests, or a process switching models)."""
     with _load_lock:
@@ -428,4 +444,4 @@ def unload_all() -> None:
 # llama.cpp's finalizers fail once the interpreter has torn down its modules; close models before that.
 atexit.register(unload_all)
 
-__all__ = ["GGUFLLM", "unload_all"]
+__all__ = ["GGUFLLM", "forget_answers", "unload_all"]

@@ -151,6 +151,8 @@ class LlamaDecoder:
         #: The last prompt evaluated and the logits of its last token: asked again (for more sampled
         #: alternatives), a prompt whose tokens the KV cache still holds costs nothing to evaluate.
         self._last_prompt: tuple[str, npt.NDArray[np.single]] | None = None
+        #: Tokens of the last prompt's first segment (a project's prefix), what ``forget`` keeps.
+        self._prefix_len = 0
 
     def _stop_tokens(self) -> set[int]:
         ids = {int(self.model.token_eos())}
@@ -195,6 +197,13 @@ class LlamaDecoder:
         self.model.n_tokens = len(prefix)
         return True
 
+    def forget(self) -> None:
+        """Drop what the cache holds past the project's prefix, so the next prompt is evaluated as a new
+        question's is (a benchmark comparing builds on the same question must not hand the second one the
+        first one's evaluated prompt)."""
+        self._last_prompt = None
+        self.model.n_tokens = min(self.model.n_tokens, self._prefix_len)
+
     # --- prompts ----------------------------------------------------------------------------------------
 
     def _holds(self, prefix: Sequence[int]) -> bool:
@@ -223,6 +232,7 @@ class LlamaDecoder:
                 decode_s=0.0,
             )
         cuts = sorted({b for b in boundaries if 0 < b < len(tokens)})
+        self._prefix_len = cuts[0] if cuts else 0
         start, source = 0, "none"
         held = [b for b in cuts if self._holds(tokens[:b])]
         if held:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from services.core.llm.base import ChatMessage
+from services.core.llm.base import ChatMessage, wire_messages
 from services.infra.llm._http import HTTPChatLLM, usage_int
 from services.infra.settings import Settings
 
@@ -51,7 +51,7 @@ class OpenAICompatLLM(HTTPChatLLM):
     def body(self, model: str, messages: list[ChatMessage], max_tokens: int) -> dict[str, Any]:
         return {
             "model": model,
-            "messages": [dict(m) for m in messages],
+            "messages": wire_messages(messages),
             "temperature": 0,
             "max_tokens": max_tokens,
             "seed": self.settings.llm_seed,
