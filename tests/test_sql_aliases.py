@@ -75,24 +75,22 @@ def test_other_dialects_keep_their_quoting(dialect: str) -> None:
     assert drop_table_aliases(sql, dialect) == f"SELECT {quote}Name{quote} FROM city WHERE pop > 3"
 
 
+CITY_SCHEMA = SchemaInfo(
+    dialect="sqlite",
+    tables=[Table(name="city", columns=[Column(name="name", type="TEXT"), Column(name="pop", type="INT")])],
+)
+
+
+def _city_example(sql: str) -> ContextExample:
+    return ContextExample(example_id="e1", source="project", score=0.9, question="biggest city", sql=sql)
+
+
 def test_the_prompt_shows_plain_example_sql_only_when_asked() -> None:
-    schema = SchemaInfo(
-        dialect="sqlite",
-        tables=[
-            Table(name="city", columns=[Column(name="name", type="TEXT"), Column(name="pop", type="INT")])
-        ],
-    )
-    example = ContextExample(
-        example_id="e1",
-        source="project",
-        score=0.9,
-        question="biggest city",
-        sql="SELECT C0.name FROM city AS C0 ORDER BY C0.pop DESC LIMIT 1",
-    )
+    example = _city_example("SELECT C0.name FROM city AS C0 ORDER BY C0.pop DESC LIMIT 1")
     plain = build_prompt(
-        "smallest city", schema, examples=[example], options=PromptOptions(plain_example_sql=True)
+        "smallest city", CITY_SCHEMA, examples=[example], options=PromptOptions(plain_example_sql=True)
     )
-    aliased = build_prompt("smallest city", schema, examples=[example], options=PromptOptions())
+    aliased = build_prompt("smallest city", CITY_SCHEMA, examples=[example], options=PromptOptions())
     shown = [m["content"] for m in plain.messages if m["role"] == "assistant"]
     assert shown == ["```sql\nSELECT name FROM city ORDER BY pop DESC LIMIT 1\n```"]
     assert [m["content"] for m in aliased.messages if m["role"] == "assistant"] == [
@@ -166,23 +164,16 @@ def test_renumbered_query_returns_the_same_rows(
 
 
 def test_the_prompt_shows_short_aliases_only_when_asked() -> None:
-    schema = SchemaInfo(
-        dialect="sqlite",
-        tables=[
-            Table(name="city", columns=[Column(name="name", type="TEXT"), Column(name="pop", type="INT")])
-        ],
-    )
-    example = ContextExample(
-        example_id="e1",
-        source="project",
-        score=0.9,
-        question="biggest city",
-        sql="SELECT CITYalias0.name FROM city AS CITYalias0 ORDER BY CITYalias0.pop DESC LIMIT 1",
+    example = _city_example(
+        "SELECT CITYalias0.name FROM city AS CITYalias0 ORDER BY CITYalias0.pop DESC LIMIT 1"
     )
     short = build_prompt(
-        "smallest city", schema, examples=[example], options=PromptOptions(example_aliases="table_number")
+        "smallest city",
+        CITY_SCHEMA,
+        examples=[example],
+        options=PromptOptions(example_aliases="table_number"),
     )
-    as_written = build_prompt("smallest city", schema, examples=[example], options=PromptOptions())
+    as_written = build_prompt("smallest city", CITY_SCHEMA, examples=[example], options=PromptOptions())
     assert [m["content"] for m in short.messages if m["role"] == "assistant"] == [
         "```sql\nSELECT city0.name FROM city AS city0 ORDER BY city0.pop DESC LIMIT 1\n```"
     ]
