@@ -102,3 +102,22 @@ def test_a_forked_child_gets_a_compute_thread_of_its_own() -> None:
         os.kill(pid, signal.SIGKILL)  # it hangs: do not wait for it
     os.waitpid(pid, 0)
     assert got == b"42"
+
+
+@pytest.mark.real_model
+async def test_tokenizing_a_loaded_model_does_not_wait_for_the_compute_thread(tmp_path: Path) -> None:
+    """Prompt budgeting counts tokens on the event loop: with the model loaded, that must not queue behind a
+    completion (here: the compute thread held until the count is back)."""
+    from services.infra.llm.gguf import GGUFLLM
+    from services.infra.settings import Settings
+
+    llm = GGUFLLM(Settings(llm_model="smollm2-135m-instruct", llm_context_tokens=1024, data_dir=tmp_path))
+    llm.load()
+    release = threading.Event()
+    busy = asyncio.ensure_future(compute_thread.run(release.wait, 30))
+    try:
+        count = await asyncio.wait_for(asyncio.to_thread(llm.count_tokens, "SELECT 1"), timeout=10)
+    finally:
+        release.set()
+        await busy
+    assert count > 0

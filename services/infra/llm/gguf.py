@@ -233,9 +233,13 @@ class GGUFLLM:
         )
 
     def load(self, adapter: AdapterRef | None = None) -> _Loaded:
-        """Load (once per process) the model, with the adapter when it is a GGUF LoRA file; on the compute
-        thread, where everything that may start llama.cpp's OpenMP workers runs."""
-        return compute_thread.run_blocking(self._loaded, self._lora_path(adapter))
+        """Load (once per process) the model, with the adapter when it is a GGUF LoRA file; the loading on the
+        compute thread, where everything that may start llama.cpp's OpenMP workers runs. A model already loaded
+        is returned here: tokenizing (count_tokens, on the event loop) must not wait behind a completion."""
+        lora_path = self._lora_path(adapter)
+        if self._key(lora_path) in _models:
+            return self._loaded(lora_path)
+        return compute_thread.run_blocking(self._loaded, lora_path)
 
     @property
     def repacked(self) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import runpy
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from services.infra.embedded import free_port
 from services.infra.llm.gguf import _model_params_without_extra_buffers
 from services.infra.llm.repack_probe import repacking_works
 
@@ -45,20 +45,16 @@ def serving(
 ) -> Iterator[str]:
     """A server for ``model`` on a free local port, its base URL while the block runs; stopped after it.
     Raises RuntimeError when the server does not answer within ``start_timeout_s``."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = server_command(model, port, threads=threads, n_ctx=n_ctx, alias=alias, cache_dir=cache_dir)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + start_timeout_s
         while True:
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet: ask again
                 if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
                     break
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"llama_cpp.server did not start in {start_timeout_s:g} s")
             time.sleep(0.5)
