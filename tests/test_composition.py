@@ -397,6 +397,12 @@ async def test_pipeline_asks_the_model_for_the_inner_phrase_alone_scripted_llm(s
         result = await answer(llm)
         assert len(llm.calls) == 2 and last_user_message(llm.calls[1].messages) == question
         assert result.sql == whole and result.confidence_basis == "single_candidate"
+        # Both prompts mark their question as a segment's start: what comes before it (the examples) is the
+        # same in both, and a backend that keeps evaluated prompts reuses it for the whole question.
+        phrase_prompt, whole_prompt = (c.messages for c in llm.calls)
+        assert phrase_prompt[:-1] == whole_prompt[:-1]
+        assert phrase_prompt[-1].get("segment_start") and whole_prompt[-1].get("segment_start")
+        assert not any(m.get("segment_start") for m in whole_prompt[:-1])
     finally:
         await databases.close()
 

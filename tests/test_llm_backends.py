@@ -131,7 +131,7 @@ async def test_openai_sends_role_and_content_only(fake_server: FakeModelServer) 
     llm = OpenAICompatLLM(settings(), base_url=fake_server.url + "/v1", backoff_s=0.01)
     repair = [
         *MESSAGES,
-        ChatMessage(role="assistant", content="```sql\nSELECT 2\n```", reply=True),
+        ChatMessage(role="assistant", content="```sql\nSELECT 2\n```", segment_start=True),
         ChatMessage(role="user", content="That query is wrong."),
     ]
     await llm.complete(repair, max_tokens=16)
@@ -338,7 +338,7 @@ async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one
     # A repair round's prompt is the first prompt and more: it reuses all of it, and answers as when cold.
     repair = [
         *_sql_prompt(second),
-        ChatMessage(role="assistant", content=again.text, reply=True),
+        ChatMessage(role="assistant", content=again.text, segment_start=True),
         ChatMessage(role="user", content="That query is wrong: it returned no rows. Write it again."),
     ]
     warm_repair = await llm.complete(repair, max_tokens=32)
@@ -348,6 +348,46 @@ async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one
     assert other.text == (await fresh().complete(_sql_prompt(first, extra_column=True), max_tokens=32)).text
     cold_repair = await fresh().complete(repair, max_tokens=32)
     assert cold_repair.timings["prompt_tokens_reused"] == 0 and cold_repair.text == warm_repair.text
+    unload_all()
+
+
+@pytest.mark.real_model
+async def test_gguf_a_decomposed_questions_two_prompts_share_their_examples(tmp_path: Path) -> None:
+    """The phrase's prompt and the whole question's, each with its question marked as a segment's start: the
+    whole question's reuses what the phrase's evaluated before the question, and answers as when cold."""
+    from services.core.prompt import Prompt, question_starts_segment
+    from services.infra.llm.gguf import unload_all
+
+    def fresh() -> GGUFLLM:
+        unload_all()
+        settings = Settings(
+            llm_model="smollm2-135m-instruct", llm_context_tokens=1024, llm_threads=2, data_dir=tmp_path
+        )
+        return GGUFLLM(settings)
+
+    def marked(messages: list[ChatMessage]) -> list[ChatMessage]:
+        return question_starts_segment(Prompt(messages=messages, tokens=0, parts=[], dropped=[])).messages
+
+    phrase = "the user called bo"
+    whole = "How many users share a name with the user called bo?"
+    cold = await fresh().complete(marked(_sql_prompt(whole)), max_tokens=32)
+
+    llm = fresh()
+    loaded = llm._loaded(None)
+    tokens, cuts = llm.prompt_tokens(loaded, marked(_sql_prompt(whole)))
+    _, plain_cuts = llm.prompt_tokens(loaded, _sql_prompt(whole))
+    # Cut after the prefix and where the question's message starts (the example's turn closed before it).
+    assert len(cuts) == 2 and cuts[0] == plain_cuts[0] < cuts[1] < len(tokens)
+    assert "users named bo" in loaded.model.detokenize(tokens[cuts[0] : cuts[1]]).decode()
+    assert whole not in loaded.model.detokenize(tokens[: cuts[1]]).decode()
+
+    await llm.complete(marked(_sql_prompt(phrase)), max_tokens=32)
+    warm = await llm.complete(marked(_sql_prompt(whole)), max_tokens=32)
+    assert warm.timings["prompt_tokens_reused"] == cuts[1]
+    assert warm.text == cold.text
+    # Unmarked, the whole question's prompt reuses the project's prefix only.
+    await llm.complete(_sql_prompt(phrase), max_tokens=32)
+    assert (await llm.complete(_sql_prompt(whole), max_tokens=32)).timings["prompt_tokens_reused"] == cuts[0]
     unload_all()
 
 
@@ -505,7 +545,7 @@ def test_gguf_prompt_batches_end_at_every_answer_or_only_at_earlier_prompts(smol
     first = _sql_prompt("How many users are there?")
     repair = [
         *first,
-        ChatMessage(role="assistant", content="```sql\nSELECT 1\n```", reply=True),
+        ChatMessage(role="assistant", content="```sql\nSELECT 1\n```", segment_start=True),
         ChatMessage(role="user", content="That query is wrong. Write it again."),
     ]
     loaded = smollm._loaded(None)

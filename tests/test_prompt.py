@@ -149,6 +149,22 @@ def test_fewshot_best_example_is_rendered_last() -> None:
     assert block.index("FROM payments") < block.index("FROM invoices")
 
 
+@pytest.mark.parametrize(
+    ("max_examples", "shown"),
+    [(None, ["project question 1?", "project question 2?"]), (1, ["project question 1?"]), (0, [])],
+)
+def test_max_examples_shows_the_most_similar_project_examples(
+    max_examples: int | None, shown: list[str]
+) -> None:
+    prompt = full_prompt(options=PromptOptions.full().but(max_examples=max_examples))
+    project_questions = [e.question for e in prompt.examples_used if e.source == "project"]
+    assert project_questions == shown
+    user_turns = [m["content"] for m in prompt.messages if m["role"] == "user"]
+    assert all(q in user_turns for q in shown)
+    assert not any(e.question in user_turns for e in EXAMPLES if e.question not in shown)
+    assert [e.source for e in prompt.examples_used].count("library") == 2  # library examples are not cut
+
+
 def test_the_system_message_is_the_same_for_every_question_of_a_project() -> None:
     """Everything that varies with the question comes after the system message, so a model can evaluate
     that prefix once per project and schema version."""
@@ -325,7 +341,7 @@ def test_repair_messages_append_previous_sql_and_error() -> None:
     assert repair[-2] == {
         "role": "assistant",
         "content": "```sql\nSELECT bogus FROM orders\n```",
-        "reply": True,
+        "segment_start": True,
     }
     assert repair[-1]["role"] == "user"
     assert "unknown column orders.bogus" in repair[-1]["content"] and "```sql" in repair[-1]["content"]

@@ -7,10 +7,13 @@ from __future__ import annotations
 import random
 import sqlite3
 import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from events import ContextExample
 from services.core.customer_db import CustomerDatabases, discover_schema
 from services.core.values import ColumnValues, ValueIndex
 from services.infra.settings import Settings
@@ -213,6 +216,42 @@ async def test_training_prompts_are_made_as_serving_makes_them_when_asked(tmp_pa
     # The project's description and the column hint the product's prompt carries; neither in the plain one.
     assert note in served and "'population' is city.population" in served
     assert note not in plain and "'population' is city.population" not in plain
+
+
+@pytest.mark.parametrize(
+    ("aliases", "shown"),
+    [
+        ("table_number", "SELECT CITY0.POPULATION FROM CITY AS CITY0 WHERE CITY0.CITY_NAME = 'boston'"),
+        (
+            "as_written",
+            "SELECT CITYalias0.POPULATION FROM CITY AS CITYalias0 WHERE CITYalias0.CITY_NAME = 'boston'",
+        ),
+    ],
+)
+async def test_the_taught_answer_is_written_as_the_prompts_examples_are(
+    tmp_path: Path, aliases: Literal["table_number", "as_written"], shown: str
+) -> None:
+    """With short example aliases in the serving prompt, the answer an adapter is taught has them too: one
+    style in its prompts' examples and its targets."""
+    schema = await discover_schema(_database(tmp_path))
+    sql = "SELECT CITYalias0.POPULATION FROM CITY AS CITYalias0 WHERE CITYalias0.CITY_NAME = 'boston'"
+    context = ContextExample(
+        example_id="c1", source="project", score=0.9, question="population of boston", sql=sql
+    )
+    example = replace(_example("what is the population of boston", sql), context=(context,))
+    settings = Settings(
+        data_dir=tmp_path, log_json=False, training_serving_prompts=True, example_aliases=aliases
+    )
+    chat = to_chat(example, schema, training_render(settings, None))
+    assert chat[-1] == {"role": "assistant", "content": f"```sql\n{shown}\n```"}
+    assert chat[-3]["content"] == f"```sql\n{shown}\n```"  # the example turn in its prompt
+    # The plain training prompt shows and teaches the SQL as stored.
+    plain = to_chat(
+        example,
+        schema,
+        training_render(settings.model_copy(update={"training_serving_prompts": False}), None),
+    )
+    assert plain[-1]["content"] == f"```sql\n{sql}\n```"
 
 
 @pytest.mark.parametrize(

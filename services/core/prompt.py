@@ -77,6 +77,9 @@ class PromptOptions:
     #: Project examples' table aliases renamed short (``CITYalias0`` -> ``CITY0``; ``services.core.sql.aliases``),
     #: the query's shape kept: fewer tokens to read and to write (``QUERYLIFT_EXAMPLE_ALIASES``); None: as written.
     example_aliases: AliasStyle | None = None
+    #: Project examples shown, the most similar first (None: all given); the rest still count for table choice
+    #: (``QUERYLIFT_PROMPT_EXAMPLES``).
+    max_examples: int | None = None
     #: Column hints also for a name several tables share, by the one table the question names (``column_hints``'
     #: ``named_table``, QUERYLIFT_COLUMN_HINTS_NAMED_TABLE).
     column_hints_named_table: bool = False
@@ -375,15 +378,21 @@ def _example_turns(examples: list[ContextExample], dialect: str, options: Prompt
     # answers look (one sql block) instead of continuing a "Question: ... SQL: ..." list. Best last.
     turns: list[ChatMessage] = []
     for e in reversed(examples):
-        if options.plain_example_sql:
-            sql = plain_example_sql(e.sql, dialect)
-        elif options.example_aliases is not None:
-            sql = short_alias_sql(e.sql, dialect, options.example_aliases)
-        else:
-            sql = e.sql
         turns.append(ChatMessage(role="user", content=e.question.strip()))
-        turns.append(ChatMessage(role="assistant", content=sql_block(sql)))
+        turns.append(
+            ChatMessage(role="assistant", content=sql_block(example_sql_as_shown(e.sql, dialect, options)))
+        )
     return turns
+
+
+def example_sql_as_shown(sql: str, dialect: str, options: PromptOptions) -> str:
+    """A project example's SQL as the prompt shows it (``plain_example_sql``, else ``example_aliases``); an
+    adapter trained on such prompts learns to answer in the same style."""
+    if options.plain_example_sql:
+        return plain_example_sql(sql, dialect)
+    if options.example_aliases is not None:
+        return short_alias_sql(sql, dialect, options.example_aliases)
+    return sql
 
 
 @lru_cache(maxsize=4096)
@@ -491,7 +500,9 @@ def build_prompt(
         samples=options.sample_values and any(c.samples for t in tables for c in t.columns),
         fewshot=library_examples,
         history=numbered_turns,
-        examples=project_examples,
+        examples=project_examples
+        if options.max_examples is None
+        else project_examples[: options.max_examples],
         values=list(value_hints or []) if options.value_hints else [],
         columns=(
             column_hints(question, schema, named_table=options.column_hints_named_table)
@@ -614,6 +625,15 @@ def _part_tokens(
     return out
 
 
+def question_starts_segment(prompt: Prompt) -> Prompt:
+    """``prompt`` with its question marked as the start of a segment (``ChatMessage.segment_start``): another
+    prompt of the same answer has the same chat before its own question (a decomposed question's phrase and
+    the whole question share examples and history), and a backend that keeps evaluated prompts reuses it."""
+    *head, question = prompt.messages
+    marked: ChatMessage = {**question, "segment_start": True}
+    return replace(prompt, messages=[*head, marked])
+
+
 def build_repair_messages(prompt: Prompt, sql: str, error: str) -> list[ChatMessage]:
     """The original prompt, the model's previous query and what was wrong with it, asking for a fix."""
     name = DIALECT_NAMES.get(prompt.dialect, prompt.dialect)
@@ -622,10 +642,10 @@ def build_repair_messages(prompt: Prompt, sql: str, error: str) -> list[ChatMess
         error_text = error_text[:597] + "..."
     messages = list(prompt.messages)
     if sql.strip():
-        messages.append(ChatMessage(role="assistant", content=sql_block(sql), reply=True))
+        messages.append(ChatMessage(role="assistant", content=sql_block(sql), segment_start=True))
         problem = f"That query is wrong: {error_text}"
     else:
-        messages.append(ChatMessage(role="assistant", content="(no SQL query)", reply=True))
+        messages.append(ChatMessage(role="assistant", content="(no SQL query)", segment_start=True))
         problem = f"That answer contained no usable SQL query: {error_text}"
     messages.append(
         ChatMessage(
@@ -643,6 +663,8 @@ __all__ = [
     "PromptOptions",
     "build_prompt",
     "build_repair_messages",
+    "example_sql_as_shown",
+    "question_starts_segment",
     "render_schema",
     "select_tables",
     "sql_block",

@@ -31,7 +31,13 @@ from services.core.customer_db import (
 from services.core.examples.paraphrases import Paraphrases
 from services.core.examples.selection import by_draft
 from services.core.llm.base import LLM, AdapterRef, ChatMessage, Completion
-from services.core.prompt import Prompt, PromptOptions, build_prompt, build_repair_messages
+from services.core.prompt import (
+    Prompt,
+    PromptOptions,
+    build_prompt,
+    build_repair_messages,
+    question_starts_segment,
+)
 from services.core.schema import SchemaInfo
 from services.core.sql import check_sql, extract_sql
 from services.core.template_match import adaptations
@@ -206,6 +212,9 @@ async def generate_answer(
         decomposed = await _answer_by_parts(run, question, examples, prompt_for)
         if decomposed is not None:
             return _finish(decomposed, question, timings)
+        if out.attempts:
+            # The phrase's prompt was evaluated: the whole question's shares everything before the question.
+            prompt = question_starts_segment(prompt)
     messages: list[ChatMessage] = list(prompt.messages)
     voting = config.vote_candidates >= 2
     completion = await run.complete(messages, alternatives=1 if voting else 0)
@@ -449,7 +458,7 @@ async def _answer_by_parts(
         examples,
         run.schema,
         values,
-        prompt_for=lambda text: prompt_for(text, examples),
+        prompt_for=lambda text: question_starts_segment(prompt_for(text, examples)),
         complete=complete,
         run=run.candidate,
     )

@@ -15,4 +15,5 @@ def prompt_options(settings: Settings) -> PromptOptions:
         example_aliases=None if settings.example_aliases == "as_written" else settings.example_aliases,
         entity_value_hints=settings.entity_value_hints,
         column_hints_named_table=settings.column_hints_named_table,
+        max_examples=settings.prompt_examples,
     )

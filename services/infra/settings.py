@@ -266,6 +266,13 @@ class Settings(BaseSettings):
         "initial_number: FROM CITY AS C0): fewer prompt tokens and a shorter answer, since the model copies the "
         "examples' style. plain_example_sql, when on, goes first.",
     )
+    prompt_examples: int | None = Field(
+        None,
+        ge=0,
+        description="Project examples the model is shown, the most similar first (unset: all of the "
+        "QUERYLIFT_RETRIEVAL_TOP_K retrieved). Answers from examples, compositions and decomposed questions still "
+        "draw on every retrieved example; fewer shown cost fewer prompt tokens for a model-written answer.",
+    )
     value_templates: bool = Field(
         True,
         description="Answer from a very similar verified example adapted through the values the question names "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from events.internal import ContextExample
 from services.core.examples import store
 from services.core.llm.base import ChatMessage
 from services.core.projects import current_schema
-from services.core.prompt import PromptOptions, build_prompt
+from services.core.prompt import PromptOptions, build_prompt, example_sql_as_shown
 from services.core.schema import SchemaInfo
 
 
@@ -39,8 +38,34 @@ class TrainingExample:
     value_hints: tuple[str, ...] = ()
 
 
-#: Renders the (system, user, ...) prompt messages for an example's question, as inference does.
-Render = Callable[[TrainingExample, SchemaInfo], list[ChatMessage]]
+@dataclass(frozen=True)
+class Render:
+    """Prompts made as serving makes them with ``options`` and the project's description: instructions and
+    schema, the similar examples retrieval would find (as chat turns) and the values the question names; so
+    the adapter learns to use retrieval, not to replace it. The answer is written as the prompt's examples are
+    (short table aliases when serving shows them so): otherwise the adapter would learn one style from its
+    prompts' examples and be taught another by its targets."""
+
+    options: PromptOptions = field(default_factory=PromptOptions)
+    domain_note: str | None = None
+    budget_tokens: int = 3072
+
+    def __call__(self, example: TrainingExample, schema: SchemaInfo) -> list[ChatMessage]:
+        """The (system, user, ...) prompt messages for the example's question."""
+        prompt = build_prompt(
+            example.question,
+            schema,
+            examples=list(example.context),
+            value_hints=list(example.value_hints) or None,
+            options=self.options,
+            domain_note=self.domain_note,
+            budget_tokens=self.budget_tokens,
+        )
+        return list(prompt.messages)
+
+    def answer(self, sql: str, dialect: str) -> str:
+        """The example's SQL as the answer the adapter is taught."""
+        return example_sql_as_shown(sql, dialect, self.options)
 
 
 @dataclass
@@ -84,23 +109,8 @@ class NoSchema(Exception):
 def serving_render(
     options: PromptOptions, domain_note: str | None = None, budget_tokens: int = 3072
 ) -> Render:
-    """Prompts made as serving makes them with ``options`` and the project's description: instructions and
-    schema, the similar examples retrieval would find (as chat turns) and the values the question names; so
-    the adapter learns to use retrieval, not to replace it."""
-
-    def render(example: TrainingExample, schema: SchemaInfo) -> list[ChatMessage]:
-        prompt = build_prompt(
-            example.question,
-            schema,
-            examples=list(example.context),
-            value_hints=list(example.value_hints) or None,
-            options=options,
-            domain_note=domain_note,
-            budget_tokens=budget_tokens,
-        )
-        return list(prompt.messages)
-
-    return render
+    """The prompts and answers serving with ``options`` would show (``Render``)."""
+    return Render(options, domain_note, budget_tokens)
 
 
 #: The full prompt with no project description and the prompt switches at their library defaults.
@@ -123,7 +133,7 @@ def prompt_messages(example: TrainingExample, schema: SchemaInfo, render: Render
 def to_chat(example: TrainingExample, schema: SchemaInfo, render: Render) -> list[ChatMessage]:
     return [
         *prompt_messages(example, schema, render),
-        ChatMessage(role="assistant", content=assistant_content(example.sql)),
+        ChatMessage(role="assistant", content=assistant_content(render.answer(example.sql, schema.dialect))),
     ]
 
 

@@ -9,9 +9,11 @@ from typing import NotRequired, Protocol, TypedDict
 class ChatMessage(TypedDict):
     role: str  # system, user, assistant
     content: str
-    #: The model's own earlier reply to this chat's question (a repair round): the chat before it was a prompt
-    #: of its own, which a backend that keeps evaluated prompts can reuse. Never sent to a server.
-    reply: NotRequired[bool]
+    #: Another prompt of the same answer is the chat before this message (a repair round's reply follows the
+    #: first prompt; a decomposed question's phrase prompt has the whole question's examples): a backend that
+    #: keeps evaluated prompts ends a batch here, so either prompt reuses what the other evaluated, and in the
+    #: same batches whatever its cache holds. Never sent to a server.
+    segment_start: NotRequired[bool]
 
 
 def wire_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:

@@ -310,11 +310,11 @@ class GGUFLLM:
 
     def prompt_tokens(self, loaded: _Loaded, messages: list[ChatMessage]) -> tuple[list[int], list[int]]:
         """The chat's tokens and where its segments end: after the system message (a project's fixed
-        prefix) and at the start of every answer in it (``llm_prompt_batches=turns``) or of the model's own
-        earlier replies only (``prompts``). Every prompt of a chat that grew by turns (a repair
-        round: the first prompt, the answer, what was wrong) then shares the first prompt's segments, so it
-        reuses them, and is evaluated in the same batches as when nothing is cached. A boundary is kept only
-        where the chat's text and tokens agree that it is one."""
+        prefix), before every message marked ``segment_start`` (where another prompt of the same answer ends:
+        a repair round's first prompt, a decomposed question's examples) and, with
+        ``llm_prompt_batches=turns``, at the start of every answer in it. Prompts of one answer then share
+        segments, so the later one reuses them, and each is evaluated in the same batches as when nothing is
+        cached. A boundary is kept only where the chat's text and tokens agree that it is one."""
         model = loaded.model
         chat = [dict(m) for m in messages]
         text = loaded.chat(messages=chat).prompt
@@ -325,10 +325,11 @@ class GGUFLLM:
         if chat and chat[0]["role"] == "system" and len(chat) > 1:
             heads.append(loaded.prefix_chat(messages=chat[:1]).prompt)
         every_turn = self.settings.llm_prompt_batches == "turns"
+        # Before an answer the head ends with the assistant's turn opened; before any other message, closed.
         heads += [
-            loaded.chat(messages=chat[:i]).prompt
+            (loaded.chat if m["role"] == "assistant" else loaded.prefix_chat)(messages=chat[:i]).prompt
             for i, m in enumerate(chat)
-            if m["role"] == "assistant" and (every_turn or m.get("reply", False))
+            if i > 0 and (m.get("segment_start", False) or (every_turn and m["role"] == "assistant"))
         ]
         boundaries = []
         for head in heads:
