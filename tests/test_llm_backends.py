@@ -354,7 +354,9 @@ async def test_gguf_answers_are_the_same_with_a_warm_prefix_cache_and_a_cold_one
 @pytest.mark.real_model
 async def test_gguf_a_decomposed_questions_two_prompts_share_their_examples(tmp_path: Path) -> None:
     """The phrase's prompt and the whole question's, each with its question marked as a segment's start: the
-    whole question's reuses what the phrase's evaluated before the question, and answers as when cold."""
+    whole question's reuses what the phrase's evaluated before the question, and answers as when cold. What an
+    unmarked prompt left in the cache (the same tokens up to the question, but in one batch with it) is not
+    reused past the prefix: other batches round differently."""
     from services.core.prompt import Prompt, question_starts_segment
     from services.infra.llm.gguf import unload_all
 
@@ -370,10 +372,10 @@ async def test_gguf_a_decomposed_questions_two_prompts_share_their_examples(tmp_
 
     phrase = "the user called bo"
     whole = "How many users share a name with the user called bo?"
-    cold = await fresh().complete(marked(_sql_prompt(whole)), max_tokens=32)
+    cold = {q: await fresh().complete(marked(_sql_prompt(q)), max_tokens=32) for q in (phrase, whole)}
 
     llm = fresh()
-    loaded = llm._loaded(None)
+    loaded = llm.load()
     tokens, cuts = llm.prompt_tokens(loaded, marked(_sql_prompt(whole)))
     _, plain_cuts = llm.prompt_tokens(loaded, _sql_prompt(whole))
     # Cut after the prefix and where the question's message starts (the example's turn closed before it).
@@ -381,13 +383,16 @@ async def test_gguf_a_decomposed_questions_two_prompts_share_their_examples(tmp_
     assert "users named bo" in loaded.model.detokenize(tokens[cuts[0] : cuts[1]]).decode()
     assert whole not in loaded.model.detokenize(tokens[: cuts[1]]).decode()
 
-    await llm.complete(marked(_sql_prompt(phrase)), max_tokens=32)
+    # Another question, unmarked: its one batch past the prefix holds the same example tokens.
+    await llm.complete(_sql_prompt("How many users are there?"), max_tokens=32)
+    warm_phrase = await llm.complete(marked(_sql_prompt(phrase)), max_tokens=32)
+    assert warm_phrase.timings["prompt_tokens_reused"] == cuts[0]
     warm = await llm.complete(marked(_sql_prompt(whole)), max_tokens=32)
     assert warm.timings["prompt_tokens_reused"] == cuts[1]
-    assert warm.text == cold.text
-    # Unmarked, the whole question's prompt reuses the project's prefix only.
-    await llm.complete(_sql_prompt(phrase), max_tokens=32)
-    assert (await llm.complete(_sql_prompt(whole), max_tokens=32)).timings["prompt_tokens_reused"] == cuts[0]
+    assert warm_phrase.text == cold[phrase].text and warm.text == cold[whole].text
+    # The same tokens unmarked are another prompt: evaluated again past the prefix, not answered from the last.
+    plain = await llm.complete(_sql_prompt(whole), max_tokens=32)
+    assert plain.timings["prompt_tokens_reused"] == cuts[0]
     unload_all()
 
 

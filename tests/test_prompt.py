@@ -163,6 +163,19 @@ def test_max_examples_shows_the_most_similar_project_examples(
     assert all(q in user_turns for q in shown)
     assert not any(e.question in user_turns for e in EXAMPLES if e.question not in shown)
     assert [e.source for e in prompt.examples_used].count("library") == 2  # library examples are not cut
+    # The note on following the examples' patterns only where some are shown; fixed per project either way.
+    assert ("follow their SQL patterns" in prompt.messages[0]["content"]) == (max_examples != 0)
+
+
+@pytest.mark.parametrize(("env", "expected"), [("", None), (" ", None), ("3", 3), ("0", 0)])
+def test_prompt_examples_setting_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, env: str, expected: int | None
+) -> None:
+    from services.infra.prompt_settings import prompt_options
+    from services.infra.settings import Settings
+
+    monkeypatch.setenv("QUERYLIFT_PROMPT_EXAMPLES", env)
+    assert prompt_options(Settings()).max_examples == expected
 
 
 def test_the_system_message_is_the_same_for_every_question_of_a_project() -> None:

@@ -436,7 +436,7 @@ def _system_text(dialect: str, options: PromptOptions, samples_shown: bool, doma
         ]
         if samples_shown:
             lines.append("Spell filter values exactly as in the sample values.")
-        if options.examples:
+        if options.examples and options.max_examples != 0:
             # Small models copy literal values from demonstrations; say which question the values come from.
             lines.append(_EXAMPLES_NOTE)
         lines.append("Reply with exactly one SQL query in a ```sql code block and nothing else.")
@@ -500,9 +500,7 @@ def build_prompt(
         samples=options.sample_values and any(c.samples for t in tables for c in t.columns),
         fewshot=library_examples,
         history=numbered_turns,
-        examples=project_examples
-        if options.max_examples is None
-        else project_examples[: options.max_examples],
+        examples=project_examples[: options.max_examples],
         values=list(value_hints or []) if options.value_hints else [],
         columns=(
             column_hints(question, schema, named_table=options.column_hints_named_table)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.infra.llm.cpu_weights import CpuWeights
@@ -273,6 +273,13 @@ class Settings(BaseSettings):
         "QUERYLIFT_RETRIEVAL_TOP_K retrieved). Answers from examples, compositions and decomposed questions still "
         "draw on every retrieved example; fewer shown cost fewer prompt tokens for a model-written answer.",
     )
+
+    @field_validator("prompt_examples", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # QUERYLIFT_PROMPT_EXAMPLES= (empty, as the settings table shows the default) means unset, not an error.
+        return None if isinstance(value, str) and not value.strip() else value
+
     value_templates: bool = Field(
         True,
         description="Answer from a very similar verified example adapted through the values the question names "

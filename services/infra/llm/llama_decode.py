@@ -153,6 +153,11 @@ class LlamaDecoder:
         self._last_prompt: tuple[str, npt.NDArray[np.single]] | None = None
         #: Tokens of the last prompt's first segment (a project's prefix), what ``forget`` keeps.
         self._prefix_len = 0
+        #: Where the batches that filled the KV cache ended, in order. Cached tokens are reused up to a cut only
+        #: when they were evaluated in the batches a cold evaluation of the new prompt would use (two prompts
+        #: with the same tokens up to a cut may have been cut differently before it: one marks its question,
+        #: the other does not), since other batch shapes round differently.
+        self._ends: list[int] = []
 
     def _stop_tokens(self) -> set[int]:
         ids = {int(self.model.token_eos())}
@@ -195,6 +200,7 @@ class LlamaDecoder:
             return False
         self.model.input_ids[: len(prefix)] = prefix
         self.model.n_tokens = len(prefix)
+        self._ends = [len(prefix)]
         return True
 
     def forget(self) -> None:
@@ -203,6 +209,7 @@ class LlamaDecoder:
         first one's evaluated prompt)."""
         self._last_prompt = None
         self.model.n_tokens = min(self.model.n_tokens, self._prefix_len)
+        self._ends = [e for e in self._ends if e <= self.model.n_tokens]
 
     # --- prompts ----------------------------------------------------------------------------------------
 
@@ -210,19 +217,31 @@ class LlamaDecoder:
         n = len(prefix)
         return bool(self.model.n_tokens >= n and np.array_equal(self.model.input_ids[:n], prefix))
 
+    def _reusable(self, tokens: Sequence[int], cuts: Sequence[int], cut: int) -> bool:
+        """Whether the cache holds ``tokens`` up to ``cut`` evaluated in the batches ``cuts`` make of them."""
+        return [c for c in cuts if c <= cut] == [e for e in self._ends if e <= cut] and self._holds(
+            tokens[:cut]
+        )
+
     def evaluate(
         self, tokens: Sequence[int], boundaries: Sequence[int] = ()
     ) -> tuple[npt.NDArray[np.single], DecodeReport]:
         """Evaluate a prompt in segments that end at ``boundaries`` (token positions fixed by the chat itself:
-        the end of the system message, the start of each answer), reusing the longest run of whole
-        segments the cache holds; returns the logits of the prompt's last token. Segments are the same
-        whatever the cache holds, so the numbers, and the answer, are too. The first segment (a project's
-        instructions and schema) is also kept as a saved state for when other prompts have replaced it."""
+        the end of the system message, where another prompt of the same answer ends), reusing the longest run
+        of whole segments the cache holds as this prompt's own segments; returns the logits of the prompt's
+        last token. Segments are the same whatever the cache holds, so the numbers, and the answer, are too.
+        The first segment (a project's instructions and schema) is also kept as a saved state for when other
+        prompts have replaced it."""
         if len(tokens) >= self.n_ctx:
             raise ValueError(f"the prompt has {len(tokens)} tokens, the context {self.n_ctx}")
         started = time.perf_counter()
-        whole = self.states.key(tokens)
-        if self._last_prompt is not None and self._last_prompt[0] == whole and self._holds(tokens):
+        cuts = sorted({b for b in boundaries if 0 < b < len(tokens)})
+        whole = f"{self.states.key(tokens)}|{cuts}"
+        if (
+            self._last_prompt is not None
+            and self._last_prompt[0] == whole
+            and self._reusable(tokens, [*cuts, len(tokens)], len(tokens))
+        ):
             return self._last_prompt[1], DecodeReport(
                 prompt_tokens=len(tokens),
                 evaluated_tokens=0,
@@ -231,10 +250,9 @@ class LlamaDecoder:
                 prompt_s=time.perf_counter() - started,
                 decode_s=0.0,
             )
-        cuts = sorted({b for b in boundaries if 0 < b < len(tokens)})
         self._prefix_len = cuts[0] if cuts else 0
         start, source = 0, "none"
-        held = [b for b in cuts if self._holds(tokens[:b])]
+        held = [b for b in cuts if self._reusable(tokens, cuts, b)]
         if held:
             start, source = held[-1], "kv"
         elif cuts:
@@ -253,6 +271,7 @@ class LlamaDecoder:
             start = end
         assert logits is not None
         self._last_prompt = (whole, logits)
+        self._ends = [*cuts, len(tokens)]
         report = DecodeReport(
             prompt_tokens=len(tokens),
             evaluated_tokens=len(tokens) - reused,
