@@ -224,9 +224,8 @@ async def generate_answer(
         project = [e for e in examples if e.source == "project"]
         draft = extract_sql(completion.text)
         chosen = by_draft(draft, [*project, *reserve], len(project), schema.dialect) if draft else project
-        shown = (
-            config.prompt.max_examples
-        )  # only a change among the examples the prompt shows is worth a call
+        # Only a change among the examples the prompt shows is worth another call.
+        shown = config.prompt.max_examples
         if {e.example_id for e in chosen[:shown]} != {e.example_id for e in project[:shown]}:
             prompt = prompt_for(question, [*chosen, *(e for e in examples if e.source != "project")], hints)
             messages = list(prompt.messages)

@@ -106,15 +106,8 @@ class NoSchema(Exception):
     """The project has no recorded schema, so its prompts cannot be rendered."""
 
 
-def serving_render(
-    options: PromptOptions, domain_note: str | None = None, budget_tokens: int = 3072
-) -> Render:
-    """The prompts and answers serving with ``options`` would show (``Render``)."""
-    return Render(options, domain_note, budget_tokens)
-
-
 #: The full prompt with no project description and the prompt switches at their library defaults.
-default_render: Render = serving_render(PromptOptions())
+default_render = Render(PromptOptions())
 
 
 def assistant_content(sql: str) -> str:

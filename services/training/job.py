@@ -27,7 +27,6 @@ from services.training.dataset import (
     default_render,
     load_dataset,
     mark_trained,
-    serving_render,
 )
 from services.training.enrich import EnrichOptions, enrich
 from services.training.evaluate import Evaluator, Executor, gate
@@ -184,7 +183,7 @@ def training_render(settings: Settings, domain_note: str | None) -> Render:
     """The prompts a project's adapter is trained and gated on: made as serving makes them, options and
     project description included (QUERYLIFT_TRAINING_SERVING_PROMPTS), or the plain full prompt."""
     if settings.training_serving_prompts:
-        return serving_render(prompt_options(settings), domain_note, settings.prompt_token_budget)
+        return Render(prompt_options(settings), domain_note, settings.prompt_token_budget)
     return default_render
 
 

@@ -237,11 +237,8 @@ class LlamaDecoder:
         started = time.perf_counter()
         cuts = sorted({b for b in boundaries if 0 < b < len(tokens)})
         whole = f"{self.states.key(tokens)}|{cuts}"
-        if (
-            self._last_prompt is not None
-            and self._last_prompt[0] == whole
-            and self._reusable(tokens, [*cuts, len(tokens)], len(tokens))
-        ):
+        # Keyed by tokens and cuts: the last prompt's batches are this one's (every evaluation replaces it).
+        if self._last_prompt is not None and self._last_prompt[0] == whole and self._holds(tokens):
             return self._last_prompt[1], DecodeReport(
                 prompt_tokens=len(tokens),
                 evaluated_tokens=0,
