@@ -568,6 +568,33 @@ def test_gguf_prompt_batches_end_at_every_answer_or_only_at_earlier_prompts(smol
 
 
 @pytest.mark.real_model
+async def test_gguf_the_prompt_writes_the_replys_opening_fence(smollm: GGUFLLM) -> None:
+    """``llm_reply_fence``: the prompt ends with the reply's opening ```sql fence and the model writes from
+    there (the reply's text still starts with it, its tokens are not counted as decoded); off, the prompt ends
+    where the assistant's turn opens. A repair round's batch ends after its first reply's fence, where its
+    first prompt ended."""
+    prompt = _sql_prompt("How many users are there?")
+    loaded = smollm._loaded(None)
+    plain = GGUFLLM(smollm.settings.model_copy(update={"llm_reply_fence": False}))
+    fence = loaded.model.tokenize(b"```sql\n", add_bos=False, special=True)
+    tokens, _ = smollm.prompt_tokens(loaded, prompt)
+    plain_tokens, _ = plain.prompt_tokens(loaded, prompt)
+    assert tokens == plain_tokens + fence
+
+    written = await smollm.complete(prompt, max_tokens=24)
+    assert written.text.startswith("```sql\n") and written.prompt_tokens == len(tokens)
+    assert written.completion_tokens == written.timings["answer_tokens"] <= 24
+
+    repair = [
+        *prompt,
+        ChatMessage(role="assistant", content=written.text, segment_start=True),
+        ChatMessage(role="user", content="That query is wrong. Write it again."),
+    ]
+    _, repair_cuts = smollm.prompt_tokens(loaded, repair)
+    assert len(tokens) in repair_cuts
+
+
+@pytest.mark.real_model
 async def test_gguf_forget_answers_keeps_only_the_prefix(smollm: GGUFLLM) -> None:
     """After ``forget_answers`` the same prompt is evaluated again past the project's prefix (a benchmark's
     next build meets the question as new), and answers the same."""

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         description="gguf: prompt-lookup decoding, tokens proposed from the prompt per step and checked in one "
         "batch (0: off; measured slower on 2 CPU cores, see bench/README.md).",
     )
+    llm_reply_fence: bool = Field(
+        True,
+        description="gguf: the line that opens the reply's SQL code block is written into the prompt, not "
+        "decoded (three decoding steps less per answer; every prompt asks for exactly that block).",
+    )
     llm_stop_on_loop: bool = Field(
         True,
         description="gguf: stop decoding a reply that repeats itself (the same text, numbers aside, five times).",

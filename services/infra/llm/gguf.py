@@ -5,7 +5,8 @@ loading is the slow part, and several backends in one process must not hold seve
 re-entrant, so each loaded model has a lock, and completions run one at a time on the process's compute thread
 (``services.core.compute_thread``: one thread for all OpenMP work, which keeps llama.cpp's workers spinning
 between operations; the time a completion waits for it is reported as its queue time). Prompts are evaluated and answers decoded by
-``llama_decode``: a project's prompt prefix once, prompt-lookup drafts, a stop at the end of the SQL block.
+``llama_decode``: a project's prompt prefix once, prompt-lookup drafts, a stop at the end of the SQL block, whose
+opening fence the prompt writes (``llm_reply_fence``).
 
 A project's adapter is served here when it is a GGUF LoRA: a ``.gguf`` file, or a trained adapter folder
 holding ``adapter.gguf`` converted for this very base model (see services.training.gguf_lora).
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 NOT_INSTALLED = (
     "llama-cpp-python is not installed: `pip install 'querylift[ml]'` or choose another QUERYLIFT_LLM_BACKEND"
 )
+#: How every prompt asks the reply to start (services.core.prompt: one ```sql block and nothing else); with
+#: ``llm_reply_fence`` the prompt writes it and the model goes on from there.
+_REPLY_FENCE = "```sql\n"
 
 
 @dataclass(frozen=True)
@@ -308,16 +312,21 @@ class GGUFLLM:
             self._warned_adapter = True
         return None
 
+    def reply_written(self) -> str:
+        """The reply's opening that the prompt writes for the model (``llm_reply_fence``): its text starts so."""
+        return _REPLY_FENCE if self.settings.llm_reply_fence else ""
+
     def prompt_tokens(self, loaded: _Loaded, messages: list[ChatMessage]) -> tuple[list[int], list[int]]:
-        """The chat's tokens and where its segments end: after the system message (a project's fixed
-        prefix), before every message marked ``segment_start`` (where another prompt of the same answer ends:
-        a repair round's first prompt, a decomposed question's examples) and, with
-        ``llm_prompt_batches=turns``, at the start of every answer in it. Prompts of one answer then share
-        segments, so the later one reuses them, and each is evaluated in the same batches as when nothing is
-        cached. A boundary is kept only where the chat's text and tokens agree that it is one."""
+        """The chat's tokens, the reply's opening last (``reply_written``), and where its segments end: after
+        the system message (a project's fixed prefix), before every message marked ``segment_start`` (where
+        another prompt of the same answer ends: a repair round's first prompt, a decomposed question's examples)
+        and, with ``llm_prompt_batches=turns``, at the start of every answer in it. Prompts of one answer then
+        share segments, so the later one reuses them, and each is evaluated in the same batches as when nothing
+        is cached. A boundary is kept only where the chat's text and tokens agree that it is one."""
         model = loaded.model
         chat = [dict(m) for m in messages]
-        text = loaded.chat(messages=chat).prompt
+        written = self.reply_written()
+        text = loaded.chat(messages=chat).prompt + written
         tokens: list[int] = model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if not self.settings.llm_prefix_reuse:
             return tokens, []
@@ -325,9 +334,17 @@ class GGUFLLM:
         if chat and chat[0]["role"] == "system" and len(chat) > 1:
             heads.append(loaded.prefix_chat(messages=chat[:1]).prompt)
         every_turn = self.settings.llm_prompt_batches == "turns"
-        # Before an answer the head ends with the assistant's turn opened; before any other message, closed.
+
+        def head_before(i: int, message: dict[str, Any]) -> str:
+            # Before an answer the head ends with the assistant's turn opened, and past the opening the prompt
+            # wrote for it (so a repair round reuses its first prompt whole); before any other message, closed.
+            if message["role"] != "assistant":
+                return str(loaded.prefix_chat(messages=chat[:i]).prompt)
+            opened = str(loaded.chat(messages=chat[:i]).prompt)
+            return opened + written if written and str(message["content"]).startswith(written) else opened
+
         heads += [
-            (loaded.chat if m["role"] == "assistant" else loaded.prefix_chat)(messages=chat[:i]).prompt
+            head_before(i, m)
             for i, m in enumerate(chat)
             if i > 0 and (m.get("segment_start", False) or (every_turn and m["role"] == "assistant"))
         ]
@@ -365,6 +382,7 @@ class GGUFLLM:
                 max_tokens=max_tokens,
                 lookup_tokens=self.settings.llm_lookup_tokens,
                 stop_on_loop=self.settings.llm_stop_on_loop,
+                written=self.reply_written(),
             )
             if first_alternative == 0:
                 loaded.decoder.decode(logits, len(tokens), options, report)

@@ -10,7 +10,9 @@
   that followed the latest matching n-gram in the prompt (or in the answer so far) are proposed and checked in
   one batch; the ones the model agrees with are kept (greedy verification, so the text is what greedy
   decoding of those logits gives).
-* **Stop at the end of the SQL block**, not at the model's end-of-turn: nothing after it is used.
+* **Stop at the end of the SQL block**, not at the model's end-of-turn: nothing after it is used. The block's
+  opening can be written into the prompt by the caller (``DecodeOptions.written``): three tokens that cost a
+  decoding step each cost a small part of the prompt's batch instead.
 * **Alternatives cost only their decoding.** Sampled alternatives (for execution-consistency voting) restart
   from the evaluated prompt: the KV cache is cut back to the prompt's end, no prompt is evaluated again.
 
@@ -51,6 +53,9 @@ class DecodeOptions:
     stop_after_sql_block: bool = True
     #: Stop a reply that repeats itself (see _LOOP_WINDOW).
     stop_on_loop: bool = True
+    #: The reply's opening, already in the prompt (its last tokens): the answer's text starts with it, and the
+    #: stop at the closed block counts its fence.
+    written: str = ""
 
 
 #: Why decoding ended: an end token, the closed SQL block, a loop, or max_tokens / the context.
@@ -297,7 +302,7 @@ class LlamaDecoder:
         n_past = prompt_len
         generated: list[int] = []
         logits = first_logits
-        text = b""
+        text = options.written.encode("utf-8")
         # The KV cache may hold another answer's tokens past the prompt: they are cut at the first decode.
         done = False
         # A draft batch costs more than one token; after one that gained nothing, drafting pauses for a while
