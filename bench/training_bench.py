@@ -12,6 +12,9 @@ examples and question), and ``--shared-prefix both`` times training with and wit
 once per step, interleaved round by round (gguf source):
 
     python -m bench.training_bench --steps 3 --seq-tokens 770 --varying-tokens 330 --shared-prefix both --rounds 2
+
+``--precision both`` does the same for fp32 and bf16 autocast (``QUERYLIFT_LORA_PRECISION``; the default,
+``auto``, is bf16 on a CPU with bf16 instructions, so figures from before 2026-12-07 are ``--precision fp32``).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def _bench_gguf(
     cache_dir: Path,
     varying_tokens: int = 0,
     shared_prefix: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     gguf = resolve_gguf("qwen2.5-coder-0.5b-instruct", cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,6 +104,7 @@ def _bench_gguf(
             "device": "cpu",
             "threads": threads,
             "shared_prefix": shared_prefix,
+            "precision": precision,
         }
         step_times: list[float] = []
         last = [time.perf_counter()]
@@ -119,6 +124,7 @@ def _bench_gguf(
         "first_loss": metrics["first_loss"],
         "train_loss": metrics["train_loss"],
         "shared_prefix_tokens_saved": metrics["shared_prefix_tokens_saved"],
+        "precision": metrics["precision"],
     }
 
 
@@ -173,6 +179,7 @@ def run_training_bench(
     cache_dir: Path = Path(".querylift/models"),
     varying_tokens: int = 0,
     shared_prefix: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Seconds per LoRA optimizer step (first step excluded as warm-up) and total time; a plain function."""
     import torch
@@ -180,7 +187,9 @@ def run_training_bench(
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     if source == "gguf":
-        raw = _bench_gguf(steps, batch_size, seq_tokens, threads, cache_dir, varying_tokens, shared_prefix)
+        raw = _bench_gguf(
+            steps, batch_size, seq_tokens, threads, cache_dir, varying_tokens, shared_prefix, precision
+        )
     elif source == "random":
         raw = _bench_random(steps, batch_size, seq_tokens, threads)
     else:
@@ -199,6 +208,8 @@ def run_training_bench(
         "varying_tokens": varying_tokens,
         "shared_prefix": shared_prefix if source == "gguf" else False,
         "shared_prefix_tokens_saved": raw.get("shared_prefix_tokens_saved", 0),
+        # What training used (auto resolved); the random source trains in fp32.
+        "precision": raw.get("precision", "fp32"),
         "lora": {"r": 8, "alpha": 16, "target_modules": TARGET_MODULES},
         "seconds_per_step": sum(steady) / len(steady),
         "first_step_seconds": raw["step_seconds"][0] if raw["step_seconds"] else None,
@@ -220,6 +231,7 @@ def _table(result: dict[str, Any]) -> str:
             f"{result['steps']} x {result['batch_size']} x ~{result['seq_tokens']} + ~{result['varying_tokens']}",
         ),
         ("shared prefix once per step", "on" if result["shared_prefix"] else "off"),
+        ("precision", result["precision"]),
         ("seconds per step", f"{result['seconds_per_step']:.2f}"),
         (
             "first step (warm-up)",
@@ -245,14 +257,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-tokens", type=int, default=384)
     parser.add_argument("--varying-tokens", type=int, default=0)
     parser.add_argument("--shared-prefix", choices=["on", "off", "both"], default="on")
-    parser.add_argument("--rounds", type=int, default=1, help="with --shared-prefix both: on/off pairs")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "both"],
+        default="auto",
+        help="training arithmetic (gguf source; both: fp32 and bf16)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with a 'both': rounds of every build, the order reversed each round",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=Path(".querylift/models"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/training_bench.json"))
     args = parser.parse_args(argv)
-    settings = {"on": [True], "off": [False], "both": [True, False] * args.rounds}[args.shared_prefix]
+    if args.source == "random" and args.precision in ("bf16", "both"):
+        parser.error("--precision applies to the gguf source (the random one trains in fp32)")
+    shared_options = {"on": [True], "off": [False], "both": [True, False]}[args.shared_prefix]
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    builds = [(shared, precision) for shared in shared_options for precision in precisions]
+    # Interleaved, the first build alternating, so the builds share the machine's drift.
+    runs = [
+        b
+        for r in range(args.rounds if len(builds) > 1 else 1)
+        for b in (builds if r % 2 == 0 else builds[::-1])
+    ]
     results = []
-    for shared in settings:
+    for shared, precision in runs:
         result = run_training_bench(
             source=args.source,
             steps=args.steps,
@@ -262,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir=args.cache_dir,
             varying_tokens=args.varying_tokens,
             shared_prefix=shared,
+            precision=precision,
         )
         print(_table(result) + "\n", flush=True)
         results.append(result)

@@ -1,7 +1,7 @@
 """A CPU's limits on a LoRA run and the arithmetic it trains in: gradients accumulated over one example at a time
 agree with the whole batch's; a time budget stops training after the step
 that reaches it (the adapter so far is evaluated and kept), and bf16 autocast, which ``auto`` picks on a GPU
-that supports it, runs the same loop. A real (tiny) run on SmolLM2."""
+or a CPU that supports it natively, runs the same loop. A real (tiny) run on SmolLM2."""
 
 from __future__ import annotations
 
@@ -25,18 +25,52 @@ from services.training.lora_train import (
 
 
 @pytest.mark.parametrize(
-    ("precision", "device", "expected"),
+    ("precision", "device", "native_bf16", "expected"),
     [
-        ("auto", "cpu", None),  # fp32 on a CPU unless asked
-        ("fp32", "cuda", None),
-        ("bf16", "cpu", torch.bfloat16),
-        ("bf16", "cuda:0", torch.bfloat16),
+        ("auto", "cpu", False, None),  # fp32 on a CPU that would emulate bf16
+        ("auto", "cpu", True, torch.bfloat16),  # bf16 where the CPU multiplies it in hardware
+        ("fp32", "cpu", True, None),
+        ("fp32", "cuda", True, None),
+        ("auto", "cuda", False, torch.bfloat16),  # the GPU's own support decides (patched to yes below)
+        ("bf16", "cpu", False, torch.bfloat16),
+        ("bf16", "cuda:0", False, torch.bfloat16),
     ],
 )
 def test_autocast_dtype_follows_the_setting_and_the_device(
-    precision: str, device: str, expected: torch.dtype | None
+    precision: str,
+    device: str,
+    native_bf16: bool,
+    expected: torch.dtype | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: True)
     assert autocast_dtype(precision, device) == expected
+
+
+def test_auto_on_a_gpu_without_bf16_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: False)
+    assert autocast_dtype("auto", "cuda") is None
+
+
+def test_amx_alone_counts_as_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert autocast_dtype("auto", "cpu") == torch.bfloat16
+
+
+def test_the_native_bf16_check_reads_this_cpu() -> None:
+    from services.training.lora_train import cpu_has_native_bf16
+
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    # Only the clear cases: a hypervisor may list AMX without enabling its tile state, which torch then denies.
+    if "avx512_bf16" in flags:
+        assert cpu_has_native_bf16()
+    elif "amx_tile" not in flags:
+        assert not cpu_has_native_bf16()
 
 
 @pytest.mark.real_model

@@ -557,6 +557,7 @@ class AccuracyBench:
                 "time_budget_s",
                 "stopped",
                 "device",
+                "precision",
             )
         }
         # Served as in production: registered, promoted, then chosen by the generation router.

@@ -395,8 +395,8 @@ class Settings(BaseSettings):
     )
     lora_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="Training arithmetic: auto is bf16 autocast on a GPU that supports it and fp32 elsewhere; "
-        "the LoRA weights and optimizer stay fp32 either way.",
+        description="Training arithmetic: auto is bf16 autocast on a GPU that supports it and on a CPU with bf16 "
+        "instructions (AVX512-BF16, AMX), fp32 elsewhere; the LoRA weights and optimizer stay fp32 either way.",
     )
     lora_shared_prefix: bool = Field(
         True,
