@@ -345,9 +345,14 @@ def render_schema(tables: list[Table], dialect: str, *, compact: bool, samples: 
     return "\n".join(rendered(t) for t in tables)
 
 
+#: How every answer shown to the model starts, and how its own must: a backend that writes it into the prompt
+#: (the GGUF backend's ``llm_reply_fence``) saves decoding it.
+SQL_BLOCK_OPENING = "```sql\n"
+
+
 def sql_block(sql: str) -> str:
     """How the model is asked to answer, and how example answers are shown to it."""
-    return f"```sql\n{sql.strip().rstrip(';').strip()}\n```"
+    return f"{SQL_BLOCK_OPENING}{sql.strip().rstrip(';').strip()}\n```"
 
 
 _EXAMPLES_NOTE = (

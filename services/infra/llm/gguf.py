@@ -35,6 +35,7 @@ from services.core.llm.base import (
     Completion,
     ModelUnavailable,
 )
+from services.core.prompt import SQL_BLOCK_OPENING
 from services.infra.llm.cpu_weights import RequantizeError, cpu_weights_file
 from services.infra.llm.llama_decode import (
     Decoded,
@@ -52,9 +53,6 @@ log = logging.getLogger(__name__)
 NOT_INSTALLED = (
     "llama-cpp-python is not installed: `pip install 'querylift[ml]'` or choose another QUERYLIFT_LLM_BACKEND"
 )
-#: How every prompt asks the reply to start (services.core.prompt: one ```sql block and nothing else); with
-#: ``llm_reply_fence`` the prompt writes it and the model goes on from there.
-_REPLY_FENCE = "```sql\n"
 
 
 @dataclass(frozen=True)
@@ -314,7 +312,7 @@ class GGUFLLM:
 
     def reply_written(self) -> str:
         """The reply's opening that the prompt writes for the model (``llm_reply_fence``): its text starts so."""
-        return _REPLY_FENCE if self.settings.llm_reply_fence else ""
+        return SQL_BLOCK_OPENING if self.settings.llm_reply_fence else ""
 
     def prompt_tokens(self, loaded: _Loaded, messages: list[ChatMessage]) -> tuple[list[int], list[int]]:
         """The chat's tokens, the reply's opening last (``reply_written``), and where its segments end: after
